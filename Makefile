@@ -1,0 +1,81 @@
+# Two entry points: `make run` (set up and start the studio) and `make test` (set up and test).
+# Every step is idempotent and skips work already done.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FTSTUDIO := $(VENV)/bin/ftstudio
+PYTEST := $(PY) -m pytest
+VENDOR := static/vendor
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run setup install install-dev vendor test test-unit test-embedded test-services test-slow \
+        chromium lint format clean
+
+run: setup
+	$(FTSTUDIO) up
+
+setup: install vendor
+	$(FTSTUDIO) setup
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch first, pinned, so that nothing below pulls a different build.
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# Third-party browser code comes from the npm registry (package-lock.json), never from git.
+vendor: node_modules/.package-lock.json
+	mkdir -p $(VENDOR)
+	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/
+	cp node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
+
+# Debian's Chromium for the browser tests (never a downloaded browser build).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
+
+test: install-dev vendor chromium
+	$(FTSTUDIO) setup
+	$(MAKE) test-embedded test-services test-slow
+
+# The default suite in the embedded mode (SQLite + filesystem broker).
+test-embedded:
+	$(PYTEST) -m "not slow"
+
+# The same suite against Postgres and Redis on 127.0.0.1.
+test-services:
+	FTSTUDIO_TEST_DATABASE_URL=$(PG_URL) FTSTUDIO_TEST_BROKER_URL=$(REDIS_URL) $(PYTEST) -m "not slow"
+
+# Real-model and browser tests.
+test-slow:
+	$(PYTEST) -m slow
+
+test-unit:
+	$(PYTEST) -m "not slow and not worker"
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache

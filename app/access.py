@@ -1,0 +1,41 @@
+"""Owner-scoped lookups: another user's object does not exist (404), it is never 403."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from app.models import Checkpoint, Dataset, Export, Job, User
+
+
+class NotFound(Exception):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+        self.what = what
+
+
+T = TypeVar("T", Dataset, Job, Export)
+
+
+def owned(model: type[T], user: User) -> Select[tuple[T]]:
+    return select(model).where(model.owner_id == user.id)
+
+
+def get_owned(session: Session, model: type[T], object_id: int, user: User) -> T:
+    obj = session.scalar(owned(model, user).where(model.id == object_id))
+    if obj is None:
+        raise NotFound(model.__name__.lower())
+    return obj
+
+
+def get_owned_checkpoint(session: Session, checkpoint_id: int, user: User) -> Checkpoint:
+    checkpoint = session.scalar(
+        select(Checkpoint)
+        .join(Job, Checkpoint.job_id == Job.id)
+        .where(Checkpoint.id == checkpoint_id, Job.owner_id == user.id)
+    )
+    if checkpoint is None:
+        raise NotFound("checkpoint")
+    return checkpoint

@@ -1,0 +1,66 @@
+"""The Celery client and its configuration, shared by the web process and the worker.
+
+The web process only sends task names with ids; it never imports the worker's code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from app.settings import Settings, get_settings
+
+RUN_JOB_TASK = "worker.tasks.run_job"
+RUN_EXPORT_TASK = "worker.tasks.run_export"
+
+
+def make_celery(settings: Settings) -> Celery:
+    settings.ensure_dirs()
+    celery = Celery("ftstudio", broker=settings.celery_broker_url)
+    celery.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=settings.queue,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        broker_transport_options=_transport_options(settings),
+    )
+    return celery
+
+
+def _transport_options(settings: Settings) -> dict[str, object]:
+    if not settings.is_embedded_broker:
+        # Redis: re-deliver a task whose worker vanished after this long (longest expected run).
+        return {"visibility_timeout": 7 * 24 * 3600}
+    inbox = str(settings.broker_dir / "in")
+    return {
+        "data_folder_in": inbox,
+        "data_folder_out": inbox,
+        "processed_folder": str(settings.broker_dir / "processed"),
+        "store_processed": False,
+    }
+
+
+@lru_cache
+def get_celery() -> Celery:
+    return make_celery(get_settings())
+
+
+def enqueue_job(job_id: int) -> None:
+    get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=get_settings().queue)
+
+
+def enqueue_export(export_id: int) -> None:
+    get_celery().send_task(RUN_EXPORT_TASK, args=[export_id], queue=get_settings().queue)
+
+
+def broker_reachable() -> bool:
+    try:
+        with get_celery().connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not reachable" for /healthz
+        return False

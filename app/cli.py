@@ -1,0 +1,150 @@
+"""The ``ftstudio`` command: setup, up, web, worker, migrate, token, user."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import signal
+import subprocess
+import sys
+
+from app.settings import get_settings
+
+BUNDLED_MODEL = "SmolLM2-135M-Instruct"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftstudio", description="Fine-tuning studio")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("setup", help="migrate the database and install the bundled model (idempotent)")
+    sub.add_parser("migrate", help="upgrade the database to the latest schema")
+    for name, text in (("up", "web + one worker, one command"), ("web", "the web server only")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+    worker = sub.add_parser("worker", help="a Celery worker that runs training jobs")
+    worker.add_argument("--queues", default=None, help="comma-separated queues (default: settings)")
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    create = token.add_parser("create", help="create a token (and the user if missing)")
+    create.add_argument("--user", required=True)
+    create.add_argument("--admin", action="store_true")
+    create.add_argument("--label", default="cli")
+
+    user = sub.add_parser("user", help="users").add_subparsers(dest="user_command", required=True)
+    password = user.add_parser("password", help="set a user's password (read from stdin or a prompt)")
+    password.add_argument("name")
+    password.add_argument("--admin", action="store_true")
+    return parser
+
+
+def cmd_migrate() -> None:
+    from app.migrate import upgrade_to_head
+
+    upgrade_to_head()
+    print("database is at the latest schema")
+
+
+def cmd_setup() -> None:
+    from app.base_models import register_model
+    from app.db import session_scope
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    cmd_migrate()
+    if not (settings.bundled_model_dir / ".complete").exists():
+        # The conversion needs torch, which the web side never imports: the worker package does it.
+        subprocess.run(
+            [sys.executable, "-m", "worker.bundled_model", str(settings.bundled_models_dir)], check=True
+        )
+    with session_scope() as session:
+        model = register_model(session, BUNDLED_MODEL, settings.bundled_model_dir, "bundled")
+        print(f"base model '{model.name}' is registered (id {model.id})")
+
+
+def create_token_for(name: str, *, admin: bool, label: str) -> str:
+    from app.auth import create_token, get_or_create_user
+    from app.db import session_scope
+
+    with session_scope() as session:
+        user = get_or_create_user(session, name, admin=admin)
+        return create_token(session, user, label)
+
+
+def cmd_token_create(args: argparse.Namespace) -> None:
+    token = create_token_for(args.user, admin=args.admin, label=args.label)
+    print(f"token for user '{args.user}'{' (admin)' if args.admin else ''}:")
+    print(token)
+
+
+def cmd_user_password(args: argparse.Namespace) -> None:
+    from app.auth import get_or_create_user, set_password
+    from app.db import session_scope
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+    if len(password) < 8:
+        sys.exit("a password needs at least 8 characters")
+    with session_scope() as session:
+        set_password(session, get_or_create_user(session, args.name, admin=args.admin), password)
+    print(f"password set for '{args.name}'")
+
+
+def worker_command(queues: str | None = None) -> list[str]:
+    settings = get_settings()
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+        "--queues", queues or settings.queue, "--concurrency", "1", "--pool", "solo",
+        "--loglevel", "INFO", "--hostname", f"ftstudio-{os.getpid()}@%h",
+    ]
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    os.execv(sys.executable, worker_command(args.queues))
+
+
+def serve(host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    cmd_migrate()
+    token = create_token_for("admin", admin=True, label="ftstudio up")
+    worker = subprocess.Popen(worker_command())
+    print(f"\n  ftstudio is running at http://{args.host}:{args.port}/")
+    print(f"  data directory: {get_settings().data_dir}")
+    print(f"  log in with this token (user 'admin'):\n  {token}\n", flush=True)
+    try:
+        serve(args.host, args.port)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    match args.command:
+        case "setup":
+            cmd_setup()
+        case "migrate":
+            cmd_migrate()
+        case "up":
+            cmd_up(args)
+        case "web":
+            serve(args.host, args.port)
+        case "worker":
+            cmd_worker(args)
+        case "token":
+            cmd_token_create(args)
+        case "user":
+            cmd_user_password(args)
+
+
+if __name__ == "__main__":
+    main()

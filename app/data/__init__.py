@@ -1,0 +1,1 @@
+"""Dataset import: file reading, layout detection, canonical rows."""

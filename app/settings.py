@@ -1,0 +1,92 @@
+"""Studio settings, read once from the environment (prefix ``FTSTUDIO_``).
+
+The embedded default needs no server: a SQLite file and a filesystem broker, both under
+``data_dir``. Production points ``database_url`` at Postgres and ``broker_url`` at Redis.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FTSTUDIO_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".data"), description="Everything the studio writes.")
+    database_url: str = Field(default="", description="Empty: SQLite file in data_dir.")
+    broker_url: str = Field(default="", description="Empty: filesystem broker in data_dir.")
+    redis_url: str = Field(default="", description="Optional Redis for live pub/sub.")
+    secret_key: str = Field(default="", description="Signs browser sessions; empty: one per data_dir.")
+    queue: str = Field(default="gpu", description="Celery queue the worker consumes.")
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024)
+    models_dir: Path | None = Field(default=None, description="Default: data_dir/models.")
+    heartbeat_seconds: float = 5.0
+    cancel_grace_seconds: float = 20.0
+
+    def model_post_init(self, __context: object) -> None:
+        self.data_dir = self.data_dir.resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'studio.db'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.data_dir / "exports"
+
+    @property
+    def bundled_models_dir(self) -> Path:
+        return (self.models_dir or self.data_dir / "models").resolve()
+
+    @property
+    def bundled_model_dir(self) -> Path:
+        """Where `ftstudio setup` converts SmolLM2-135M-Instruct (worker.bundled_model)."""
+        return self.bundled_models_dir / "smollm2-135m-instruct"
+
+    def session_secret(self) -> str:
+        """The configured key, else one generated once and kept in data_dir."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.uploads_dir, self.jobs_dir, self.exports_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        if self.is_embedded_broker:
+            for sub in ("in", "processed"):
+                (self.broker_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,185 @@
+"""The REST API under /api. Every route needs a bearer token or a browser session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel as Body
+from pydantic import Field
+
+from app import broker
+from app.access import get_owned, get_owned_checkpoint
+from app.base_models import ModelDirError, register_model
+from app.data.errors import ImportRefused
+from app.data.importer import import_dataset
+from app.exports import ExportRequestError, create_export
+from app.jobs import JobAlreadyEnded, JobRequestError, create_job, request_cancel
+from app.models import BaseModel, Dataset, Export, ExportStatus, Job
+from app.queries import dataset_rows, job_checkpoints, job_metrics, list_datasets, list_jobs
+from app.web.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from app.web.events import job_event_stream
+from app.web.serialize import (
+    checkpoint_json,
+    dataset_json,
+    export_json,
+    job_json,
+    metric_json,
+    model_json,
+)
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+class ModelIn(Body):
+    name: str = Field(min_length=1, max_length=200)
+    path: str = Field(min_length=1)
+
+
+class JobIn(Body):
+    name: str | None = Field(default=None, max_length=200)
+    method: str = "sft"
+    adapter: str = "lora"
+    base_model: int | str
+    dataset_id: int
+    eval_dataset_id: int | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExportIn(Body):
+    kind: str = "merged"
+
+
+@router.get("/models")
+def get_models(session: SessionDep, user: CurrentUser) -> list[dict]:
+    return [model_json(m) for m in session.query(BaseModel).order_by(BaseModel.id)]
+
+
+@router.post("/models", status_code=201)
+def post_model(body: ModelIn, session: SessionDep, user: AdminUser) -> dict:
+    try:
+        return model_json(register_model(session, body.name, Path(body.path)))
+    except ModelDirError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+
+
+@router.post("/datasets", status_code=201)
+async def post_dataset(
+    file: UploadFile,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    name: Annotated[str | None, Form()] = None,
+    kind: Annotated[str, Form()] = "sft",
+) -> Any:
+    raw = await file.read()
+    try:
+        dataset = import_dataset(
+            session, user, filename=file.filename or "upload.json", raw=raw, name=name,
+            kind=kind, uploads_dir=settings.uploads_dir,
+        )
+    except ImportRefused as exc:
+        session.rollback()
+        return JSONResponse(
+            {"detail": exc.detail, "errors": [e.as_dict() for e in exc.errors]}, status_code=422
+        )
+    return dataset_json(dataset)
+
+
+@router.get("/datasets")
+def get_datasets(session: SessionDep, user: CurrentUser) -> list[dict]:
+    return [dataset_json(d) for d in list_datasets(session, user)]
+
+
+@router.get("/datasets/{dataset_id}")
+def get_dataset(dataset_id: int, session: SessionDep, user: CurrentUser) -> dict:
+    return dataset_json(get_owned(session, Dataset, dataset_id, user))
+
+
+@router.get("/datasets/{dataset_id}/rows")
+def get_dataset_rows(
+    dataset_id: int,
+    session: SessionDep,
+    user: CurrentUser,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict:
+    dataset = get_owned(session, Dataset, dataset_id, user)
+    total, rows = dataset_rows(session, dataset, offset, limit)
+    return {"total": total, "offset": offset, "rows": rows}
+
+
+@router.post("/jobs", status_code=201)
+def post_job(body: JobIn, session: SessionDep, user: CurrentUser) -> Any:
+    try:
+        job = create_job(session, user, **body.model_dump())
+    except JobRequestError as exc:
+        return JSONResponse({"detail": exc.errors}, status_code=422)
+    session.commit()
+    broker.enqueue_job(job.id)
+    return job_json(job)
+
+
+@router.get("/jobs")
+def get_jobs(session: SessionDep, user: CurrentUser) -> list[dict]:
+    return [job_json(j) for j in list_jobs(session, user)]
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: int, session: SessionDep, user: CurrentUser) -> dict:
+    return job_json(get_owned(session, Job, job_id, user))
+
+
+@router.get("/jobs/{job_id}/metrics")
+def get_job_metrics(job_id: int, session: SessionDep, user: CurrentUser) -> list[dict]:
+    job = get_owned(session, Job, job_id, user)
+    return [metric_json(m) for m in job_metrics(session, job.id)]
+
+
+@router.get("/jobs/{job_id}/events")
+def get_job_events(job_id: int, request: Request, session: SessionDep, user: CurrentUser) -> StreamingResponse:
+    job = get_owned(session, Job, job_id, user)
+    return job_event_stream(request, job.id)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def post_job_cancel(job_id: int, session: SessionDep, user: CurrentUser) -> dict:
+    job = get_owned(session, Job, job_id, user)
+    try:
+        return job_json(request_cancel(session, job))
+    except JobAlreadyEnded as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+
+
+@router.get("/jobs/{job_id}/checkpoints")
+def get_job_checkpoints(job_id: int, session: SessionDep, user: CurrentUser) -> list[dict]:
+    job = get_owned(session, Job, job_id, user)
+    return [checkpoint_json(c) for c in job_checkpoints(session, job.id)]
+
+
+@router.post("/checkpoints/{checkpoint_id}/exports", status_code=201)
+def post_export(checkpoint_id: int, body: ExportIn, session: SessionDep, user: CurrentUser) -> dict:
+    checkpoint = get_owned_checkpoint(session, checkpoint_id, user)
+    try:
+        export = create_export(session, user, checkpoint, body.kind)
+    except ExportRequestError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    session.commit()
+    broker.enqueue_export(export.id)
+    return export_json(export)
+
+
+@router.get("/exports/{export_id}")
+def get_export(export_id: int, session: SessionDep, user: CurrentUser) -> dict:
+    return export_json(get_owned(session, Export, export_id, user))
+
+
+@router.get("/exports/{export_id}/download")
+def download_export(export_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> FileResponse:
+    export = get_owned(session, Export, export_id, user)
+    if export.status != ExportStatus.succeeded or not export.path:
+        raise HTTPException(409, detail=f"export {export.id} is {export.status.value}, not ready")
+    path = settings.exports_dir / export.path
+    return FileResponse(path, media_type="application/x-tar", filename=f"ftstudio-export-{export.id}.tar")

@@ -1,0 +1,101 @@
+"""FastAPI dependencies: database session, current user (token or browser session), CSRF."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from app.auth import user_for_token
+from app.db import get_sessionmaker
+from app.models import User
+from app.settings import Settings, get_settings
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+
+
+def get_session() -> Iterator[Session]:
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+class LoginRequired(Exception):
+    """Raised for pages: the handler redirects to the login page."""
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not token:
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return token
+
+
+async def _check_csrf(request: Request) -> None:
+    expected = request.session.get("csrf", "")
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not sent and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        sent = str((await request.form()).get(CSRF_FIELD, ""))
+    if not expected or not hmac.compare_digest(sent, expected):
+        raise HTTPException(status_code=403, detail="CSRF token missing or wrong; reload the page")
+
+
+async def _resolve_user(request: Request, session: Session) -> User | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return user_for_token(session, header[7:].strip())
+    user_id = request.session.get("user_id")
+    if user_id is None:
+        return None
+    user = session.get(User, user_id)
+    if user is not None and request.method not in SAFE_METHODS:
+        await _check_csrf(request)
+    return user
+
+
+async def api_user(request: Request, session: SessionDep) -> User:
+    user = await _resolve_user(request, session)
+    if user is None:
+        raise HTTPException(
+            status_code=401,
+            detail="authentication required: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return user
+
+
+async def page_user(request: Request, session: SessionDep) -> User:
+    user = await _resolve_user(request, session)
+    if user is None:
+        raise LoginRequired()
+    return user
+
+
+def admin_user(user: Annotated[User, Depends(api_user)]) -> User:
+    if not user.is_admin:
+        raise HTTPException(status_code=403, detail="admin only")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(api_user)]
+PageUser = Annotated[User, Depends(page_user)]
+AdminUser = Annotated[User, Depends(admin_user)]

@@ -1,0 +1,74 @@
+"""Server-sent events for a job: new metric rows and status changes, read from the database.
+
+Each metric event carries the metric row id as its SSE id, so a reconnecting browser
+(``Last-Event-ID``) resumes exactly after the last point it drew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.db import get_sessionmaker
+from app.models import Job
+from app.queries import job_metrics
+from app.web.serialize import job_json, metric_json
+
+POLL_SECONDS = 0.5
+KEEPALIVE_SECONDS = 15.0
+
+
+def _sse(event: str, data: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def _snapshot(job_id: int, after_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    with get_sessionmaker()() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job_json(job), [metric_json(m) for m in job_metrics(session, job_id, after_id)]
+
+
+async def _stream(request: Request, job_id: int, after_id: int) -> AsyncIterator[str]:
+    last_status: tuple[str, int] | None = None
+    idle = 0.0
+    yield "retry: 2000\n\n"
+    while True:
+        job, metrics = await run_in_threadpool(_snapshot, job_id, after_id)
+        for metric in metrics:
+            after_id = metric["id"]
+            yield _sse("metric", metric, metric["id"])
+        status = (job["status"], job["progress"]["step"])
+        if status != last_status:
+            last_status = status
+            yield _sse("status", job)
+        if job["status"] in ("succeeded", "failed", "cancelled") and not metrics:
+            yield _sse("end", {"status": job["status"]})
+            return
+        if metrics:
+            idle = 0.0
+        elif (idle := idle + POLL_SECONDS) >= KEEPALIVE_SECONDS:
+            idle = 0.0
+            yield ": keepalive\n\n"
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def job_event_stream(request: Request, job_id: int) -> StreamingResponse:
+    # A reconnecting EventSource sends Last-Event-ID; a fresh page passes ?after= for the
+    # last point it already rendered from the stored history.
+    last_id = request.headers.get("last-event-id") or request.query_params.get("after", "")
+    after_id = int(last_id) if last_id.isdigit() else 0
+    return StreamingResponse(
+        _stream(request, job_id, after_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

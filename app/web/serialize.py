@@ -1,0 +1,81 @@
+"""JSON shapes of the REST contract (shared by the API and the pages' data attributes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.models import BaseModel, Checkpoint, Dataset, Export, Job, Metric
+
+
+def model_json(model: BaseModel) -> dict[str, Any]:
+    return {"id": model.id, "name": model.name, "source": model.source}
+
+
+def dataset_json(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "id": dataset.id,
+        "name": dataset.name,
+        "kind": dataset.kind,
+        "format": dataset.format,
+        "num_rows": dataset.num_rows,
+        "status": dataset.status,
+        "created_at": dataset.created_at.isoformat(),
+    }
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "status": job.status.value,
+        "method": job.method,
+        "adapter": job.adapter,
+        "base_model": job.base_model_id,
+        "dataset_id": job.dataset_id,
+        "eval_dataset_id": job.eval_dataset_id,
+        "hyperparameters": job.spec,
+        "spec_version": job.spec_version,
+        "chat_template": job.chat_template,
+        "attempt": job.attempt,
+        "error": job.error,
+        "progress": {"step": job.step, "max_steps": job.max_steps},
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def metric_json(metric: Metric) -> dict[str, Any]:
+    return {
+        "id": metric.id,
+        "step": metric.step,
+        "epoch": metric.epoch,
+        "loss": metric.loss,
+        "learning_rate": metric.learning_rate,
+        "grad_norm": metric.grad_norm,
+        "num_tokens": metric.num_tokens,
+        **(metric.values or {}),
+    }
+
+
+def checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "id": checkpoint.id,
+        "job_id": checkpoint.job_id,
+        "step": checkpoint.step,
+        "is_final": checkpoint.is_final,
+        "created_at": checkpoint.created_at.isoformat(),
+    }
+
+
+def export_json(export: Export) -> dict[str, Any]:
+    return {
+        "id": export.id,
+        "checkpoint_id": export.checkpoint_id,
+        "kind": export.kind,
+        "status": export.status.value,
+        "error": export.error,
+        "size_bytes": export.size_bytes,
+        "sha256": export.sha256,
+        "download_url": f"/api/exports/{export.id}/download" if export.path else None,
+    }

@@ -1,0 +1,73 @@
+"""Run one piece of GPU work in a child process and watch it: heartbeat, cancel, exit code.
+
+A separate process isolates the worker from OOMs and crashes, and gives GPU memory back
+for certain when it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ChildResult:
+    returncode: int
+    cancelled: bool
+    error: str | None
+
+
+def run_child(
+    module: str,
+    args: list[str],
+    *,
+    log_path: Path,
+    error_path: Path,
+    heartbeat: Callable[[], None],
+    should_cancel: Callable[[], bool],
+    heartbeat_seconds: float,
+    cancel_grace_seconds: float,
+) -> ChildResult:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    error_path.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", module, *args, str(error_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        cancel_seen_at: float | None = None
+        last_beat = 0.0
+        while child.poll() is None:
+            now = time.monotonic()
+            if now - last_beat >= heartbeat_seconds:
+                heartbeat()
+                last_beat = now
+            if cancel_seen_at is None and should_cancel():
+                cancel_seen_at = now
+            if cancel_seen_at is not None and now - cancel_seen_at > cancel_grace_seconds:
+                child.terminate()  # the training loop did not stop by itself in time
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            time.sleep(0.5)
+    cancelled = cancel_seen_at is not None or should_cancel()
+    return ChildResult(child.returncode, cancelled, _read_error(error_path, log_path))
+
+
+def _read_error(error_path: Path, log_path: Path) -> str | None:
+    if error_path.exists():
+        return error_path.read_text()[:4000]
+    if log_path.exists():
+        tail = log_path.read_bytes()[-2000:].decode(errors="replace")
+        return f"the training process exited unexpectedly; last output:\n{tail}"
+    return None

@@ -1,0 +1,96 @@
+"""Celery tasks. They carry only ids; the database says what to do and records what happened."""
+
+from __future__ import annotations
+
+import socket
+
+from sqlalchemy import update
+
+from app.db import session_scope
+from app.jobs import cancel_requested, transition
+from app.models import Export, ExportStatus, Job, JobStatus, utcnow
+from app.settings import get_settings
+from worker.celery_app import celery
+from worker.supervise import run_child
+
+
+@celery.task(name="worker.tasks.run_job")
+def run_job(job_id: int) -> str:
+    settings = get_settings()
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.queued:
+            return "skipped"  # cancelled while queued, or already handled by another delivery
+        attempt = job.attempt
+        if not transition(
+            session, job_id, to=JobStatus.running, from_=[JobStatus.queued], attempt=attempt,
+            worker=socket.gethostname(), heartbeat_at=utcnow(),
+        ):
+            return "skipped"
+
+    job_dir = settings.jobs_dir / str(job_id)
+    result = run_child(
+        "worker.training.run",
+        [str(job_id)],
+        log_path=job_dir / "train.log",
+        error_path=job_dir / "error.txt",
+        heartbeat=lambda: _heartbeat(job_id, attempt),
+        should_cancel=lambda: _cancel_requested(job_id),
+        heartbeat_seconds=settings.heartbeat_seconds,
+        cancel_grace_seconds=settings.cancel_grace_seconds,
+    )
+    with session_scope() as session:
+        if result.cancelled:
+            status, error = JobStatus.cancelled, None
+        elif result.returncode == 0:
+            status, error = JobStatus.succeeded, None
+        else:
+            status, error = JobStatus.failed, result.error or f"exit code {result.returncode}"
+        transition(session, job_id, to=status, from_=[JobStatus.running], attempt=attempt, error=error)
+    return status.value
+
+
+@celery.task(name="worker.tasks.run_export")
+def run_export(export_id: int) -> str:
+    settings = get_settings()
+    with session_scope() as session:
+        moved = session.execute(
+            update(Export)
+            .where(Export.id == export_id, Export.status == ExportStatus.queued)
+            .values(status=ExportStatus.running)
+        ).rowcount
+        if not moved:
+            return "skipped"
+    export_dir = settings.exports_dir / str(export_id)
+    result = run_child(
+        "worker.training.export",
+        [str(export_id)],
+        log_path=export_dir / "export.log",
+        error_path=export_dir / "error.txt",
+        heartbeat=lambda: None,
+        should_cancel=lambda: False,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        cancel_grace_seconds=settings.cancel_grace_seconds,
+    )
+    with session_scope() as session:
+        export = session.get(Export, export_id)
+        assert export is not None
+        export.finished_at = utcnow()
+        if result.returncode == 0:
+            export.status = ExportStatus.succeeded
+        else:
+            export.status = ExportStatus.failed
+            export.error = result.error or f"exit code {result.returncode}"
+    return "done"
+
+
+def _heartbeat(job_id: int, attempt: int) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.attempt == attempt).values(heartbeat_at=utcnow())
+        )
+
+
+def _cancel_requested(job_id: int) -> bool:
+    with session_scope() as session:
+        return cancel_requested(session, job_id)

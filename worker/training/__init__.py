@@ -1,0 +1,1 @@
+"""Training: pure mappings from TrainingSpec to library objects, runners, callbacks."""

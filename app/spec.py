@@ -35,7 +35,9 @@ class TrainingSpec(BaseModel):
     )
     learning_rate: float = knob(2e-4, "Peak learning rate.", gt=0, le=1.0)
     lr_scheduler_type: Scheduler = knob("cosine", "Learning-rate schedule after warmup.")
-    warmup_ratio: float = knob(0.03, "Share of steps spent warming up.", ge=0, le=0.5)
+    warmup_steps: float = knob(
+        0.03, "Linear warmup: a whole number of steps, or a share of all steps below 1.", ge=0
+    )
     weight_decay: float = knob(0.0, "AdamW weight decay.", ge=0, le=1)
     max_grad_norm: float = knob(1.0, "Gradient clipping norm (0: off).", ge=0, le=100)
     per_device_train_batch_size: int = knob(4, "Sequences per device per step.", ge=1, le=1024)
@@ -65,7 +67,9 @@ class TrainingSpec(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check_logging_fits(self) -> TrainingSpec:
+    def _check_consistency(self) -> TrainingSpec:
+        if self.warmup_steps >= 1 and not float(self.warmup_steps).is_integer():
+            raise ValueError("warmup_steps must be a whole number of steps, or a share below 1")
         if self.max_steps > 0 and self.logging_steps > self.max_steps:
             raise ValueError("logging_steps is larger than max_steps: no metrics would be recorded")
         return self

@@ -16,7 +16,7 @@ SFT_CONFIG_FIELDS = (
     "max_steps",
     "learning_rate",
     "lr_scheduler_type",
-    "warmup_ratio",
+    "warmup_steps",
     "weight_decay",
     "max_grad_norm",
     "per_device_train_batch_size",

@@ -25,7 +25,8 @@ UPLOAD_PATHS = ("/api/datasets", "/datasets")
 def create_app() -> FastAPI:
     settings = get_settings()
     settings.ensure_dirs()
-    app = FastAPI(title="Fine-tuning studio", version="0.1.0")
+    # The schema is served behind auth at /api/openapi.json; no public docs routes.
+    app = FastAPI(title="Fine-tuning studio", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret(),

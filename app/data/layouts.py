@@ -27,6 +27,9 @@ def _text(record: dict[str, Any], key: str) -> str:
 
 
 def alpaca_to_messages(record: dict[str, Any]) -> list[dict[str, str]]:
+    missing = [key for key in ("instruction", "output") if key not in record]
+    if missing:
+        raise ValueError(f"missing field {', '.join(repr(k) for k in missing)} (Alpaca layout)")
     instruction = _text(record, "instruction")
     extra_input = _text(record, "input")
     output = _text(record, "output")

@@ -52,6 +52,11 @@ class ExportIn(Body):
     kind: str = "merged"
 
 
+@router.get("/openapi.json", include_in_schema=False)
+def get_openapi_schema(request: Request, user: CurrentUser) -> dict:
+    return request.app.openapi()
+
+
 @router.get("/models")
 def get_models(session: SessionDep, user: CurrentUser) -> list[dict]:
     return [model_json(m) for m in session.query(BaseModel).order_by(BaseModel.id)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import UTC, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.models import ApiToken, User, utcnow
 
 TOKEN_PREFIX = "fts_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -61,7 +63,10 @@ def user_for_token(session: Session, token: str) -> User | None:
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
     if row is None:
         return None
-    row.last_used_at = utcnow()
+    now = utcnow()
+    last = row.last_used_at
+    if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=UTC))) > LAST_USED_RESOLUTION:
+        row.last_used_at = now  # written at most once a minute, not on every request
     return row.user
 
 

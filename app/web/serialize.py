@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from app.models import BaseModel, Checkpoint, Dataset, Export, Job, Metric
@@ -45,8 +46,13 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/inf; a non-finite number is sent as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def metric_json(metric: Metric) -> dict[str, Any]:
-    return {
+    data = {
         "id": metric.id,
         "step": metric.step,
         "epoch": metric.epoch,
@@ -56,6 +62,7 @@ def metric_json(metric: Metric) -> dict[str, Any]:
         "num_tokens": metric.num_tokens,
         **(metric.values or {}),
     }
+    return {key: _finite(value) for key, value in data.items()}
 
 
 def checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:

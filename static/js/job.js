@@ -22,7 +22,7 @@
       width: Math.max(320, chartEl.clientWidth || 720),
       height: 280,
       scales: { x: { time: false } },
-      axes: [{ label: "step" }, { label: "loss" }],
+      axes: [{ label: "step" }, { label: "loss", size: 70 }],
       series: [{ label: "step" }, { label: "loss", stroke: "#2563eb", width: 2, points: { show: true, size: 4 } }],
     },
     [steps, losses],
@@ -62,5 +62,8 @@
     redraw();
   });
   source.addEventListener("status", function (event) { showStatus(JSON.parse(event.data)); });
-  source.addEventListener("end", function () { source.close(); refreshSummary(); });
+  source.addEventListener("end", function (event) {
+    source.close();
+    if (JSON.parse(event.data).status !== lastStatus) refreshSummary();
+  });
 })();

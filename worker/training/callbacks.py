@@ -40,9 +40,12 @@ class StudioCallback(TrainerCallback):
         if "loss" not in logs and not any(key.startswith("eval_") for key in logs):
             return  # the end-of-training summary repeats what is already stored
         named = {key: _finite_or_none(logs.get(key)) for key in NAMED_METRICS}
-        if "loss" in logs and named["loss"] is None:
-            named["loss"] = float("nan")  # keep a non-finite loss visible rather than dropping it
-        extra = {k: v for k, v in logs.items() if k not in NAMED_METRICS and isinstance(v, int | float)}
+        numbers = {k: v for k, v in logs.items() if isinstance(v, int | float)}
+        extra = {k: _finite_or_none(v) for k, v in numbers.items() if k not in NAMED_METRICS}
+        # NaN/inf cannot travel as JSON: store null and name the metrics that were not finite.
+        nonfinite = sorted(k for k, v in numbers.items() if _finite_or_none(v) is None)
+        if nonfinite:
+            extra["nonfinite"] = nonfinite
         with session_scope() as session:
             session.add(Metric(job_id=self.job_id, step=state.global_step, values=extra, **named))
             session.execute(update(Job).where(Job.id == self.job_id).values(step=state.global_step))

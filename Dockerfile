@@ -36,9 +36,10 @@ COPY templates/ templates/
 COPY static/ static/
 COPY migrations/ migrations/
 
-RUN pip install .
+# Editable: templates, static files and migrations are read from this directory.
+RUN pip install -e .
 
-# Third-party JS (htmx, htmx-ext-sse, uPlot) from the lockfile, copied into static/vendor.
+# Third-party JS (htmx, uPlot) from the lockfile, copied into static/vendor.
 RUN npm ci --no-audit --no-fund \
     && make vendor \
     && rm -rf node_modules /root/.npm

@@ -65,7 +65,10 @@ def user_for_token(session: Session, token: str) -> User | None:
         return None
     now = utcnow()
     last = row.last_used_at
-    if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=UTC))) > LAST_USED_RESOLUTION:
+    if (
+        last is None
+        or (now - (last if last.tzinfo else last.replace(tzinfo=UTC))) > LAST_USED_RESOLUTION
+    ):
         row.last_used_at = now  # written at most once a minute, not on every request
     return row.user
 

@@ -40,6 +40,7 @@ def _transport_options(settings: Settings) -> dict[str, object]:
         "data_folder_in": inbox,
         "data_folder_out": inbox,
         "processed_folder": str(settings.broker_dir / "processed"),
+        "control_folder": str(settings.broker_dir / "control"),
         "store_processed": False,
     }
 
@@ -62,5 +63,5 @@ def broker_reachable() -> bool:
         with get_celery().connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         return True
-    except Exception:  # noqa: BLE001 - any failure means "not reachable" for /healthz
+    except Exception:
         return False

@@ -27,14 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="a Celery worker that runs training jobs")
     worker.add_argument("--queues", default=None, help="comma-separated queues (default: settings)")
 
-    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    token = sub.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_command", required=True
+    )
     create = token.add_parser("create", help="create a token (and the user if missing)")
     create.add_argument("--user", required=True)
     create.add_argument("--admin", action="store_true")
     create.add_argument("--label", default="cli")
 
     user = sub.add_parser("user", help="users").add_subparsers(dest="user_command", required=True)
-    password = user.add_parser("password", help="set a user's password (read from stdin or a prompt)")
+    password = user.add_parser(
+        "password", help="set a user's password (read from stdin or a prompt)"
+    )
     password.add_argument("name")
     password.add_argument("--admin", action="store_true")
     return parser
@@ -48,17 +52,26 @@ def cmd_migrate() -> None:
 
 
 def cmd_setup() -> None:
-    from app.base_models import register_model
-    from app.db import session_scope
-
     settings = get_settings()
     settings.ensure_dirs()
     cmd_migrate()
     if not (settings.bundled_model_dir / ".complete").exists():
         # The conversion needs torch, which the web side never imports: the worker package does it.
         subprocess.run(
-            [sys.executable, "-m", "worker.bundled_model", str(settings.bundled_models_dir)], check=True
+            [sys.executable, "-m", "worker.bundled_model", str(settings.bundled_models_dir)],
+            check=True,
         )
+    register_bundled_model()
+
+
+def register_bundled_model() -> None:
+    from app.base_models import register_model
+    from app.db import session_scope
+
+    settings = get_settings()
+    if not (settings.bundled_model_dir / ".complete").exists():
+        print(f"no bundled model in {settings.bundled_models_dir} yet: run `ftstudio setup`")
+        return
     with session_scope() as session:
         model = register_model(session, BUNDLED_MODEL, settings.bundled_model_dir, "bundled")
         print(f"base model '{model.name}' is registered (id {model.id})")
@@ -94,9 +107,22 @@ def cmd_user_password(args: argparse.Namespace) -> None:
 def worker_command(queues: str | None = None) -> list[str]:
     settings = get_settings()
     return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        "--queues", queues or settings.queue, "--concurrency", "1", "--pool", "solo",
-        "--loglevel", "INFO", "--hostname", f"ftstudio-{os.getpid()}@%h",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--queues",
+        queues or settings.queue,
+        "--concurrency",
+        "1",
+        "--pool",
+        "solo",
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        f"ftstudio-{os.getpid()}@%h",
     ]
 
 
@@ -112,6 +138,7 @@ def serve(host: str, port: int) -> None:
 
 def cmd_up(args: argparse.Namespace) -> None:
     cmd_migrate()
+    register_bundled_model()
     token = create_token_for("admin", admin=True, label="ftstudio up")
     worker = subprocess.Popen(worker_command())
     print(f"\n  ftstudio is running at http://{args.host}:{args.port}/")

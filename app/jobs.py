@@ -120,7 +120,9 @@ def transition(
     stmt = update(Job).where(Job.id == job_id, Job.status.in_(list(from_)))
     if attempt is not None:
         stmt = stmt.where(Job.attempt == attempt)
-    result = session.execute(stmt.values(status=to, **values).execution_options(synchronize_session=False))
+    result = session.execute(
+        stmt.values(status=to, **values).execution_options(synchronize_session=False)
+    )
     session.commit()
     return result.rowcount == 1
 

@@ -13,10 +13,10 @@ from starlette.middleware.sessions import SessionMiddleware
 from app import broker
 from app.access import NotFound
 from app.db import get_engine
+from app.paths import STATIC_DIR
 from app.settings import get_settings
 from app.web import api, pages
 from app.web.deps import LoginRequired
-from app.paths import STATIC_DIR
 from app.web.rendering import render
 
 UPLOAD_PATHS = ("/api/datasets", "/datasets")
@@ -26,7 +26,9 @@ def create_app() -> FastAPI:
     settings = get_settings()
     settings.ensure_dirs()
     # The schema is served behind auth at /api/openapi.json; no public docs routes.
-    app = FastAPI(title="Fine-tuning studio", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Fine-tuning studio", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret(),
@@ -42,7 +44,9 @@ def create_app() -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
         checks = {"database": _database_ok(), "broker": broker.broker_reachable()}
-        return JSONResponse({"ok": all(checks.values()), **checks}, status_code=200 if all(checks.values()) else 503)
+        return JSONResponse(
+            {"ok": all(checks.values()), **checks}, status_code=200 if all(checks.values()) else 503
+        )
 
     return app
 
@@ -52,17 +56,19 @@ def _database_ok() -> bool:
         with get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
 def _install_handlers(app: FastAPI, max_upload_bytes: int) -> None:
     @app.middleware("http")
-    async def limit_upload_size(request: Request, call_next):  # noqa: ANN001, ANN202
+    async def limit_upload_size(request: Request, call_next):
         if request.method == "POST" and request.url.path in UPLOAD_PATHS:
             length = request.headers.get("content-length")
             if length is None:
-                return JSONResponse({"detail": "uploads need a Content-Length header"}, status_code=411)
+                return JSONResponse(
+                    {"detail": "uploads need a Content-Length header"}, status_code=411
+                )
             if int(length) > max_upload_bytes:
                 detail = f"upload is larger than the limit of {max_upload_bytes} bytes"
                 return JSONResponse({"detail": detail}, status_code=413)

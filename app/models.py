@@ -119,7 +119,9 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_version: Mapped[int] = mapped_column(Integer)
     chat_template: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.queued, index=True)
+    status: Mapped[JobStatus] = mapped_column(
+        _enum(JobStatus), default=JobStatus.queued, index=True
+    )
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)

@@ -19,7 +19,9 @@ def list_jobs(session: Session, user: User) -> Sequence[Job]:
     return session.scalars(owned(Job, user).order_by(Job.id.desc())).all()
 
 
-def dataset_rows(session: Session, dataset: Dataset, offset: int, limit: int) -> tuple[int, list[dict]]:
+def dataset_rows(
+    session: Session, dataset: Dataset, offset: int, limit: int
+) -> tuple[int, list[dict]]:
     total = session.scalar(select(func.count()).where(DatasetRow.dataset_id == dataset.id)) or 0
     rows = session.scalars(
         select(DatasetRow.data)
@@ -39,7 +41,9 @@ def job_metrics(session: Session, job_id: int, after_id: int = 0) -> Sequence[Me
 
 def job_checkpoints(session: Session, job_id: int) -> Sequence[Checkpoint]:
     return session.scalars(
-        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step, Checkpoint.id)
+        select(Checkpoint)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.step, Checkpoint.id)
     ).all()
 
 

@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="Empty: SQLite file in data_dir.")
     broker_url: str = Field(default="", description="Empty: filesystem broker in data_dir.")
     redis_url: str = Field(default="", description="Optional Redis for live pub/sub.")
-    secret_key: str = Field(default="", description="Signs browser sessions; empty: one per data_dir.")
+    secret_key: str = Field(
+        default="", description="Signs browser sessions; empty: one per data_dir."
+    )
     queue: str = Field(default="gpu", description="Celery queue the worker consumes.")
     max_upload_bytes: int = Field(default=512 * 1024 * 1024)
     models_dir: Path | None = Field(default=None, description="Default: data_dir/models.")
@@ -83,7 +85,7 @@ class Settings(BaseSettings):
         for path in (self.data_dir, self.uploads_dir, self.jobs_dir, self.exports_dir):
             path.mkdir(parents=True, exist_ok=True)
         if self.is_embedded_broker:
-            for sub in ("in", "processed"):
+            for sub in ("in", "processed", "control"):
                 (self.broker_dir / sub).mkdir(parents=True, exist_ok=True)
 
 

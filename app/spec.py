@@ -18,7 +18,7 @@ Adapter = Literal["lora"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 
 
-def knob(default: Any, help: str, group: str = "training", **bounds: Any) -> Any:  # noqa: A002
+def knob(default: Any, help: str, group: str = "training", **bounds: Any) -> Any:
     """A spec field with help text and the form group it is shown in."""
     return Field(default, description=help, json_schema_extra={"group": group}, **bounds)
 
@@ -44,7 +44,9 @@ class TrainingSpec(BaseModel):
     gradient_accumulation_steps: int = knob(
         1, "Micro-batches accumulated per optimizer step.", ge=1, le=1024
     )
-    max_length: int = knob(1024, "Tokens per sequence; longer rows are truncated.", ge=16, le=131072)
+    max_length: int = knob(
+        1024, "Tokens per sequence; longer rows are truncated.", ge=16, le=131072
+    )
     completion_only_loss: bool = knob(
         True, "Train only on the final assistant turn (the completion), not on the prompt."
     )

@@ -102,7 +102,7 @@ def bob(migrated: None) -> Account:
 
 
 @pytest.fixture(scope="session")
-def client(migrated: None):  # noqa: ANN201
+def client(migrated: None):
     from fastapi.testclient import TestClient
 
     from app.main import create_app
@@ -117,7 +117,9 @@ def bundled_model_dir() -> Path:
 
     path = get_settings().bundled_model_dir
     if not (path / ".complete").exists():
-        pytest.fail(f"the bundled model is missing at {path}: run `make setup` (ftstudio setup) first")
+        pytest.fail(
+            f"the bundled model is missing at {path}: run `make setup` (ftstudio setup) first"
+        )
     return path
 
 
@@ -134,7 +136,7 @@ def tiny_model(bundled_model_dir: Path, migrated: None) -> str:
     return "tiny-llama"
 
 
-def _wait_for(predicate, timeout: float, what: str, interval: float = 0.25) -> None:  # noqa: ANN001
+def _wait_for(predicate, timeout: float, what: str, interval: float = 0.25) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -152,7 +154,9 @@ def worker(migrated: None, tiny_model: str) -> Iterator[Path]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(worker_command(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     try:
-        _wait_for(lambda: b"ready." in log_path.read_bytes() or proc.poll() is not None, 120, "the worker")
+        _wait_for(
+            lambda: b"ready." in log_path.read_bytes() or proc.poll() is not None, 120, "the worker"
+        )
         if proc.poll() is not None:
             pytest.fail(f"the worker exited:\n{log_path.read_text()[-3000:]}")
         yield log_path
@@ -180,7 +184,9 @@ def live_server(migrated: None) -> Iterator[str]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "web", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
     url = f"http://127.0.0.1:{port}"
 
@@ -200,7 +206,7 @@ def live_server(migrated: None) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def wait_for_job(client, account: Account, job_id: int, timeout: float = 300) -> dict:  # noqa: ANN001
+def wait_for_job(client, account: Account, job_id: int, timeout: float = 300) -> dict:
     """Poll the API until the job ends; returns its final JSON."""
     state: dict = {}
 

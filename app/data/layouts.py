@@ -47,7 +47,11 @@ def alpaca_to_messages(record: dict[str, Any]) -> list[dict[str, str]]:
             {"role": "user", "content": str(turn[0])},
             {"role": "assistant", "content": str(turn[1])},
         ]
-    prompt = f"{instruction}\n\n{extra_input}" if instruction and extra_input else instruction or extra_input
+    prompt = (
+        f"{instruction}\n\n{extra_input}"
+        if instruction and extra_input
+        else instruction or extra_input
+    )
     messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
     return messages
 

@@ -82,8 +82,13 @@ async def post_dataset(
     raw = await file.read()
     try:
         dataset = import_dataset(
-            session, user, filename=file.filename or "upload.json", raw=raw, name=name,
-            kind=kind, uploads_dir=settings.uploads_dir,
+            session,
+            user,
+            filename=file.filename or "upload.json",
+            raw=raw,
+            name=name,
+            kind=kind,
+            uploads_dir=settings.uploads_dir,
         )
     except ImportRefused as exc:
         session.rollback()
@@ -144,7 +149,9 @@ def get_job_metrics(job_id: int, session: SessionDep, user: CurrentUser) -> list
 
 
 @router.get("/jobs/{job_id}/events")
-def get_job_events(job_id: int, request: Request, session: SessionDep, user: CurrentUser) -> StreamingResponse:
+def get_job_events(
+    job_id: int, request: Request, session: SessionDep, user: CurrentUser
+) -> StreamingResponse:
     job = get_owned(session, Job, job_id, user)
     # The stream outlives this request's session: end its transaction now, or (on SQLite) the
     # token's last_used_at write would hold the database lock for as long as the stream is open.
@@ -186,9 +193,13 @@ def get_export(export_id: int, session: SessionDep, user: CurrentUser) -> dict:
 
 
 @router.get("/exports/{export_id}/download")
-def download_export(export_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> FileResponse:
+def download_export(
+    export_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> FileResponse:
     export = get_owned(session, Export, export_id, user)
     if export.status != ExportStatus.succeeded or not export.path:
         raise HTTPException(409, detail=f"export {export.id} is {export.status.value}, not ready")
     path = settings.exports_dir / export.path
-    return FileResponse(path, media_type="application/x-tar", filename=f"ftstudio-export-{export.id}.tar")
+    return FileResponse(
+        path, media_type="application/x-tar", filename=f"ftstudio-export-{export.id}.tar"
+    )

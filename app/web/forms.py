@@ -41,7 +41,9 @@ def widget_for(name: str, info: FieldInfo) -> Widget:
     if annotation is bool:
         return Widget(name, label, help_text, "checkbox")
     if get_origin(annotation) is Literal:
-        return Widget(name, label, help_text, "select", choices=tuple(map(str, get_args(annotation))))
+        return Widget(
+            name, label, help_text, "select", choices=tuple(map(str, get_args(annotation)))
+        )
     if annotation in (int, float):
         low, high = _bounds(info)
         step = "1" if annotation is int else "any"

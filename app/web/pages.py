@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, UploadFile
@@ -39,7 +40,7 @@ def _redirect(url: str) -> RedirectResponse:
 
 
 @router.get("/login")
-def login_page(request: Request, next: str = "/") -> Response:  # noqa: A002
+def login_page(request: Request, next: str = "/") -> Response:
     return render(request, "login.html", {"next": next})
 
 
@@ -50,9 +51,13 @@ def login(
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     token: Annotated[str, Form()] = "",
-    next: Annotated[str, Form()] = "/",  # noqa: A002
+    next: Annotated[str, Form()] = "/",
 ) -> Response:
-    user = user_for_token(session, token.strip()) if token.strip() else authenticate(session, username, password)
+    user = (
+        user_for_token(session, token.strip())
+        if token.strip()
+        else authenticate(session, username, password)
+    )
     if user is None:
         context = {"next": next, "username": username, "error": "Wrong name, password or token."}
         return render(request, "login.html", context, status_code=401)
@@ -69,13 +74,19 @@ def logout(request: Request, user: PageUser) -> Response:
 
 @router.get("/")
 def home(request: Request, session: SessionDep, user: PageUser) -> Response:
-    context = {"user": user, "datasets": list_datasets(session, user)[:5], "jobs": list_jobs(session, user)[:10]}
+    context = {
+        "user": user,
+        "datasets": list_datasets(session, user)[:5],
+        "jobs": list_jobs(session, user)[:10],
+    }
     return render(request, "home.html", context)
 
 
 @router.get("/datasets")
 def datasets_page(request: Request, session: SessionDep, user: PageUser) -> Response:
-    return render(request, "datasets.html", {"user": user, "datasets": list_datasets(session, user)})
+    return render(
+        request, "datasets.html", {"user": user, "datasets": list_datasets(session, user)}
+    )
 
 
 @router.post("/datasets")
@@ -89,25 +100,40 @@ async def upload_dataset(
 ) -> Response:
     try:
         dataset = import_dataset(
-            session, user, filename=file.filename or "upload.json", raw=await file.read(),
-            name=name or None, uploads_dir=settings.uploads_dir,
+            session,
+            user,
+            filename=file.filename or "upload.json",
+            raw=await file.read(),
+            name=name or None,
+            uploads_dir=settings.uploads_dir,
         )
     except ImportRefused as exc:
         session.rollback()
-        context = {"user": user, "datasets": list_datasets(session, user), "refused": exc, "name": name}
+        context = {
+            "user": user,
+            "datasets": list_datasets(session, user),
+            "refused": exc,
+            "name": name,
+        }
         return render(request, "datasets.html", context, status_code=422)
     session.commit()
     return _redirect(f"/datasets/{dataset.id}")
 
 
 @router.get("/datasets/{dataset_id}")
-def dataset_page(request: Request, dataset_id: int, session: SessionDep, user: PageUser, page: int = 1) -> Response:
+def dataset_page(
+    request: Request, dataset_id: int, session: SessionDep, user: PageUser, page: int = 1
+) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     page = max(page, 1)
     total, rows = dataset_rows(session, dataset, (page - 1) * ROWS_PER_PAGE, ROWS_PER_PAGE)
     context = {
-        "user": user, "dataset": dataset, "rows": rows, "page": page,
-        "pages": max(1, -(-total // ROWS_PER_PAGE)), "first_index": (page - 1) * ROWS_PER_PAGE,
+        "user": user,
+        "dataset": dataset,
+        "rows": rows,
+        "page": page,
+        "pages": max(1, -(-total // ROWS_PER_PAGE)),
+        "first_index": (page - 1) * ROWS_PER_PAGE,
     }
     return render(request, "dataset.html", context, block="rows")
 
@@ -117,7 +143,9 @@ def jobs_page(request: Request, session: SessionDep, user: PageUser) -> Response
     return render(request, "jobs.html", {"user": user, "jobs": list_jobs(session, user)})
 
 
-def _job_form_context(session: SessionDep, user: PageUser, values: dict[str, Any], errors: dict[str, str]) -> dict:
+def _job_form_context(
+    session: SessionDep, user: PageUser, values: dict[str, Any], errors: dict[str, str]
+) -> dict:
     return {
         "user": user,
         "groups": job_form_groups(),
@@ -129,7 +157,9 @@ def _job_form_context(session: SessionDep, user: PageUser, values: dict[str, Any
 
 
 @router.get("/jobs/new")
-def new_job_page(request: Request, session: SessionDep, user: PageUser, dataset_id: int | None = None) -> Response:
+def new_job_page(
+    request: Request, session: SessionDep, user: PageUser, dataset_id: int | None = None
+) -> Response:
     values = {"dataset_id": dataset_id} if dataset_id else {}
     return render(request, "job_new.html", _job_form_context(session, user, values, {}))
 
@@ -144,9 +174,12 @@ async def create_job_from_form(request: Request, session: SessionDep, user: Page
             hyper[name] = name in values  # an unticked checkbox sends nothing
     try:
         job = create_job(
-            session, user, base_model=values.get("base_model", ""),
+            session,
+            user,
+            base_model=values.get("base_model", ""),
             dataset_id=int(values.get("dataset_id") or 0),
-            name=values.get("name") or None, hyperparameters=hyper,
+            name=values.get("name") or None,
+            hyperparameters=hyper,
         )
     except JobRequestError as exc:
         errors = {str(e["loc"][-1]): e["msg"] for e in exc.errors}
@@ -168,23 +201,27 @@ def job_page(request: Request, job_id: int, session: SessionDep, user: PageUser)
         "job_data": job_json(job),
         "metrics": [metric_json(m) for m in job_metrics(session, job.id)],
         "checkpoints": checkpoints,
-        "exports_by_checkpoint": {c.id: [e for e in exports if e.checkpoint_id == c.id] for c in checkpoints},
+        "exports_by_checkpoint": {
+            c.id: [e for e in exports if e.checkpoint_id == c.id] for c in checkpoints
+        },
     }
     return render(request, "job.html", context, block="summary")
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job_from_page(request: Request, job_id: int, session: SessionDep, user: PageUser) -> Response:
+def cancel_job_from_page(
+    request: Request, job_id: int, session: SessionDep, user: PageUser
+) -> Response:
     job = get_owned(session, Job, job_id, user)
-    try:
+    with contextlib.suppress(JobAlreadyEnded):  # the page shows the final status either way
         request_cancel(session, job)
-    except JobAlreadyEnded:
-        pass  # the page shows the final status either way
     return _redirect(f"/jobs/{job.id}")
 
 
 @router.post("/checkpoints/{checkpoint_id}/exports")
-def export_from_page(request: Request, checkpoint_id: int, session: SessionDep, user: PageUser) -> Response:
+def export_from_page(
+    request: Request, checkpoint_id: int, session: SessionDep, user: PageUser
+) -> Response:
     checkpoint = get_owned_checkpoint(session, checkpoint_id, user)
     export = create_export(session, user, checkpoint, "merged")
     session.commit()

@@ -29,5 +29,7 @@ def render(
     """Render ``name``; with ``block`` set and an HTMX request, only that block."""
     ctx = {"csrf_token": csrf_token(request), **(context or {})}
     if block and is_htmx(request):
-        return templates.TemplateResponse(request, name, ctx, block_name=block, status_code=status_code)
+        return templates.TemplateResponse(
+            request, name, ctx, block_name=block, status_code=status_code
+        )
     return templates.TemplateResponse(request, name, ctx, status_code=status_code)

@@ -49,13 +49,7 @@ def test_build_tiny_llama(tmp_path: Path) -> None:
 
 
 def test_tiny_llama_is_seeded(tmp_path: Path) -> None:
-    a = AutoModelForCausalLM.from_pretrained(
-        build_tiny_llama(_bundled_dir(), tmp_path / "a")
-    )
-    b = AutoModelForCausalLM.from_pretrained(
-        build_tiny_llama(_bundled_dir(), tmp_path / "b")
-    )
-    for (name, pa), pb in zip(
-        a.state_dict().items(), b.state_dict().values(), strict=True
-    ):
+    a = AutoModelForCausalLM.from_pretrained(build_tiny_llama(_bundled_dir(), tmp_path / "a"))
+    b = AutoModelForCausalLM.from_pretrained(build_tiny_llama(_bundled_dir(), tmp_path / "b"))
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name

@@ -9,7 +9,8 @@ from bs4 import BeautifulSoup
 
 from tests.conftest import Account
 
-def _api_routes(client) -> list[tuple[str, str]]:  # noqa: ANN001
+
+def _api_routes(client) -> list[tuple[str, str]]:
     routes = []
     for path, operations in client.app.openapi()["paths"].items():
         if path.startswith("/api/"):
@@ -17,7 +18,7 @@ def _api_routes(client) -> list[tuple[str, str]]:  # noqa: ANN001
     return routes
 
 
-def test_every_api_route_needs_a_token(client) -> None:  # noqa: ANN001
+def test_every_api_route_needs_a_token(client) -> None:
     routes = _api_routes(client)
     assert len(routes) >= 15
     client.cookies.clear()
@@ -27,7 +28,7 @@ def test_every_api_route_needs_a_token(client) -> None:  # noqa: ANN001
         assert response.headers["www-authenticate"] == "Bearer"
 
 
-def test_only_login_static_and_healthz_are_public(client) -> None:  # noqa: ANN001
+def test_only_login_static_and_healthz_are_public(client) -> None:
     client.cookies.clear()
     assert client.get("/openapi.json").status_code == 404
     assert client.get("/docs").status_code == 404
@@ -36,11 +37,11 @@ def test_only_login_static_and_healthz_are_public(client) -> None:  # noqa: ANN0
     assert client.get("/login").status_code == 200
 
 
-def test_a_wrong_token_is_401(client) -> None:  # noqa: ANN001
+def test_a_wrong_token_is_401(client) -> None:
     assert client.get("/api/jobs", headers={"Authorization": "Bearer fts_nope"}).status_code == 401
 
 
-def test_pages_redirect_to_login(client) -> None:  # noqa: ANN001
+def test_pages_redirect_to_login(client) -> None:
     client.cookies.clear()
     for path in ("/", "/datasets", "/datasets/1", "/jobs", "/jobs/new", "/jobs/1"):
         response = client.get(path, follow_redirects=False)
@@ -48,32 +49,39 @@ def test_pages_redirect_to_login(client) -> None:  # noqa: ANN001
         assert response.headers["location"].startswith("/login?next=")
 
 
-def test_healthz_is_public(client) -> None:  # noqa: ANN001
+def test_healthz_is_public(client) -> None:
     body = client.get("/healthz").json()
     assert body == {"ok": True, "database": True, "broker": True}
 
 
-def _login(client, account: Account) -> str:  # noqa: ANN001
+def _login(client, account: Account) -> str:
     client.cookies.clear()
-    response = client.post("/login", data={"token": account.token, "next": "/datasets"}, follow_redirects=False)
+    response = client.post(
+        "/login", data={"token": account.token, "next": "/datasets"}, follow_redirects=False
+    )
     assert response.status_code == 303 and response.headers["location"] == "/datasets"
     page = BeautifulSoup(client.get("/datasets").text, "html.parser")
     return page.select_one('meta[name="csrf-token"]')["content"]
 
 
-def test_browser_session_needs_csrf_on_writes(client, alice: Account) -> None:  # noqa: ANN001
+def test_browser_session_needs_csrf_on_writes(client, alice: Account) -> None:
     csrf = _login(client, alice)
     upload = {"file": ("a.jsonl", b'{"instruction": "hi", "output": "hello"}\n')}
     assert client.post("/api/datasets", files=upload).status_code == 403
-    assert client.post("/api/datasets", files=upload, headers={"X-CSRF-Token": "wrong"}).status_code == 403
+    assert (
+        client.post("/api/datasets", files=upload, headers={"X-CSRF-Token": "wrong"}).status_code
+        == 403
+    )
     ok = client.post("/api/datasets", files=upload, headers={"X-CSRF-Token": csrf})
     assert ok.status_code == 201
-    form_ok = client.post("/datasets", files=upload, data={"csrf_token": csrf}, follow_redirects=False)
+    form_ok = client.post(
+        "/datasets", files=upload, data={"csrf_token": csrf}, follow_redirects=False
+    )
     assert form_ok.status_code == 303
     client.cookies.clear()
 
 
-def test_wrong_login_shows_an_error_and_keeps_the_name(client, alice: Account) -> None:  # noqa: ANN001
+def test_wrong_login_shows_an_error_and_keeps_the_name(client, alice: Account) -> None:
     client.cookies.clear()
     response = client.post("/login", data={"username": "alice", "password": "nope"})
     assert response.status_code == 401
@@ -82,14 +90,16 @@ def test_wrong_login_shows_an_error_and_keeps_the_name(client, alice: Account) -
     assert page.select_one("input[name=username]")["value"] == "alice"
 
 
-def test_password_login(client) -> None:  # noqa: ANN001
+def test_password_login(client) -> None:
     from app.auth import get_or_create_user, set_password
     from app.db import session_scope
 
     with session_scope() as session:
         set_password(session, get_or_create_user(session, "carol"), "correct horse")
     client.cookies.clear()
-    response = client.post("/login", data={"username": "carol", "password": "correct horse"}, follow_redirects=False)
+    response = client.post(
+        "/login", data={"username": "carol", "password": "correct horse"}, follow_redirects=False
+    )
     assert response.status_code == 303
     page = BeautifulSoup(client.get("/").text, "html.parser")
     assert page.select_one(".who").get_text() == "carol"
@@ -97,13 +107,17 @@ def test_password_login(client) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/"])
-def test_login_never_redirects_off_site(client, alice: Account, target: str) -> None:  # noqa: ANN001
+def test_login_never_redirects_off_site(client, alice: Account, target: str) -> None:
     client.cookies.clear()
-    response = client.post("/login", data={"token": alice.token, "next": target}, follow_redirects=False)
+    response = client.post(
+        "/login", data={"token": alice.token, "next": target}, follow_redirects=False
+    )
     assert response.headers["location"] == "/"
     client.cookies.clear()
 
 
-def test_model_registration_is_admin_only(client, bob: Account, tmp_path) -> None:  # noqa: ANN001
-    response = client.post("/api/models", headers=bob.headers, json={"name": "x", "path": str(tmp_path)})
+def test_model_registration_is_admin_only(client, bob: Account, tmp_path) -> None:
+    response = client.post(
+        "/api/models", headers=bob.headers, json={"name": "x", "path": str(tmp_path)}
+    )
     assert response.status_code == 403

@@ -21,30 +21,40 @@ ROWS = "\n".join(
 
 
 @pytest.fixture(scope="module")
-def dataset_id(client, alice: Account) -> int:  # noqa: ANN001
-    response = client.post("/api/datasets", headers=alice.headers, files={"file": ("count.jsonl", ROWS)})
+def dataset_id(client, alice: Account) -> int:
+    response = client.post(
+        "/api/datasets", headers=alice.headers, files={"file": ("count.jsonl", ROWS)}
+    )
     return response.json()["id"]
 
 
-def _submit(client, alice: Account, model: str, dataset_id: int, max_steps: int) -> dict:  # noqa: ANN001
+def _submit(client, alice: Account, model: str, dataset_id: int, max_steps: int) -> dict:
     body = {
-        "base_model": model, "dataset_id": dataset_id,
-        "hyperparameters": {"max_steps": max_steps, "logging_steps": 1, "save_steps": 100_000,
-                            "per_device_train_batch_size": 2, "max_length": 64},
+        "base_model": model,
+        "dataset_id": dataset_id,
+        "hyperparameters": {
+            "max_steps": max_steps,
+            "logging_steps": 1,
+            "save_steps": 100_000,
+            "per_device_train_batch_size": 2,
+            "max_length": 64,
+        },
     }
     response = client.post("/api/jobs", headers=alice.headers, json=body)
     assert response.status_code == 201, response.text
     return response.json()
 
 
-def _wait_until(predicate, timeout: float = 180) -> None:  # noqa: ANN001
+def _wait_until(predicate, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.3)
 
 
-def _sse_events(url: str, token: str, headers: dict | None = None, limit: int = 3) -> Iterator[tuple[str, dict, str]]:
+def _sse_events(
+    url: str, token: str, headers: dict | None = None, limit: int = 3
+) -> Iterator[tuple[str, dict, str]]:
     """Read (event, data, id) triples from the live server's stream."""
     request_headers = {"Authorization": f"Bearer {token}", **(headers or {})}
     with httpx.stream("GET", url, headers=request_headers, timeout=60) as response:
@@ -67,13 +77,20 @@ def _sse_events(url: str, token: str, headers: dict | None = None, limit: int = 
 
 
 def test_cancel_queued_and_running_jobs_and_the_worker_is_freed(
-    client, alice: Account, worker: Path, tiny_model: str, dataset_id: int, live_server: str  # noqa: ANN001
+    client,
+    alice: Account,
+    worker: Path,
+    tiny_model: str,
+    dataset_id: int,
+    live_server: str,
 ) -> None:
     running = _submit(client, alice, tiny_model, dataset_id, max_steps=100_000)
     queued = _submit(client, alice, tiny_model, dataset_id, max_steps=5)
 
     def has_metrics() -> bool:
-        return len(client.get(f"/api/jobs/{running['id']}/metrics", headers=alice.headers).json()) >= 3
+        return (
+            len(client.get(f"/api/jobs/{running['id']}/metrics", headers=alice.headers).json()) >= 3
+        )
 
     _wait_until(has_metrics)
 
@@ -82,14 +99,22 @@ def test_cancel_queued_and_running_jobs_and_the_worker_is_freed(
     first = [e for e in _sse_events(url, alice.token, limit=4) if e[0] == "metric"]
     assert len(first) >= 2
     assert all(e[2] == str(e[1]["id"]) and e[1]["loss"] is not None for e in first)
-    resumed = next(e for e in _sse_events(url, alice.token, {"Last-Event-ID": first[-1][2]}, 5) if e[0] == "metric")
+    resumed = next(
+        e
+        for e in _sse_events(url, alice.token, {"Last-Event-ID": first[-1][2]}, 5)
+        if e[0] == "metric"
+    )
     assert resumed[1]["id"] > first[-1][1]["id"]
 
-    cancelled_while_queued = client.post(f"/api/jobs/{queued['id']}/cancel", headers=alice.headers).json()
+    cancelled_while_queued = client.post(
+        f"/api/jobs/{queued['id']}/cancel", headers=alice.headers
+    ).json()
     assert cancelled_while_queued["status"] == "cancelled"
     assert cancelled_while_queued["started_at"] is None
 
-    assert client.post(f"/api/jobs/{running['id']}/cancel", headers=alice.headers).status_code == 200
+    assert (
+        client.post(f"/api/jobs/{running['id']}/cancel", headers=alice.headers).status_code == 200
+    )
     final = wait_for_job(client, alice, running["id"], timeout=120)
     assert final["status"] == "cancelled" and final["error"] is None
     assert final["progress"]["step"] < 100_000
@@ -100,7 +125,9 @@ def test_cancel_queued_and_running_jobs_and_the_worker_is_freed(
     events = list(_sse_events(url, alice.token, {"Last-Event-ID": "999999999"}, limit=10))
     assert events[-1][0] == "end" and events[-1][1] == {"status": "cancelled"}
 
-    assert client.post(f"/api/jobs/{running['id']}/cancel", headers=alice.headers).status_code == 409
+    assert (
+        client.post(f"/api/jobs/{running['id']}/cancel", headers=alice.headers).status_code == 409
+    )
     after = _submit(client, alice, tiny_model, dataset_id, max_steps=3)
     assert wait_for_job(client, alice, after["id"])["status"] == "succeeded"
     assert wait_for_job(client, alice, queued["id"])["started_at"] is None

@@ -19,12 +19,18 @@ from tests.conftest import Account, wait_for_job
 
 pytestmark = pytest.mark.worker
 
-DEMO = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "llamafactory" / "alpaca_en_demo.json"
+DEMO = (
+    Path(__file__).resolve().parents[3]
+    / "shared"
+    / "datasets"
+    / "llamafactory"
+    / "alpaca_en_demo.json"
+)
 MAX_STEPS, LOGGING_STEPS, SAVE_STEPS = 12, 2, 6
 
 
 @pytest.fixture(scope="module")
-def finished_job(client, alice: Account, worker: Path, tiny_model: str) -> dict:  # noqa: ANN001
+def finished_job(client, alice: Account, worker: Path, tiny_model: str) -> dict:
     with DEMO.open("rb") as f:
         upload = client.post("/api/datasets", headers=alice.headers, files={"file": (DEMO.name, f)})
     assert upload.status_code == 201, upload.text
@@ -35,9 +41,16 @@ def finished_job(client, alice: Account, worker: Path, tiny_model: str) -> dict:
         "base_model": tiny_model,
         "dataset_id": upload.json()["id"],
         "hyperparameters": {
-            "max_steps": MAX_STEPS, "logging_steps": LOGGING_STEPS, "save_steps": SAVE_STEPS,
-            "learning_rate": 3e-3, "per_device_train_batch_size": 4, "max_length": 256,
-            "lora_r": 8, "lora_alpha": 16, "warmup_steps": 0.0, "lr_scheduler_type": "constant",
+            "max_steps": MAX_STEPS,
+            "logging_steps": LOGGING_STEPS,
+            "save_steps": SAVE_STEPS,
+            "learning_rate": 3e-3,
+            "per_device_train_batch_size": 4,
+            "max_length": 256,
+            "lora_r": 8,
+            "lora_alpha": 16,
+            "warmup_steps": 0.0,
+            "lr_scheduler_type": "constant",
         },
     }
     created = client.post("/api/jobs", headers=alice.headers, json=body)
@@ -48,7 +61,9 @@ def finished_job(client, alice: Account, worker: Path, tiny_model: str) -> dict:
     return job
 
 
-def test_job_records_one_finite_loss_per_logging_step(client, alice: Account, finished_job: dict) -> None:  # noqa: ANN001
+def test_job_records_one_finite_loss_per_logging_step(
+    client, alice: Account, finished_job: dict
+) -> None:
     metrics = client.get(f"/api/jobs/{finished_job['id']}/metrics", headers=alice.headers).json()
     assert [m["step"] for m in metrics] == list(range(LOGGING_STEPS, MAX_STEPS + 1, LOGGING_STEPS))
     assert all(math.isfinite(m["loss"]) for m in metrics)
@@ -58,22 +73,39 @@ def test_job_records_one_finite_loss_per_logging_step(client, alice: Account, fi
     assert finished_job["progress"] == {"step": MAX_STEPS, "max_steps": MAX_STEPS}
 
 
-def test_checkpoints_are_recorded(client, alice: Account, finished_job: dict) -> None:  # noqa: ANN001
-    checkpoints = client.get(f"/api/jobs/{finished_job['id']}/checkpoints", headers=alice.headers).json()
-    assert [(c["step"], c["is_final"]) for c in checkpoints] == [(6, False), (12, False), (12, True)]
+def test_checkpoints_are_recorded(client, alice: Account, finished_job: dict) -> None:
+    checkpoints = client.get(
+        f"/api/jobs/{finished_job['id']}/checkpoints", headers=alice.headers
+    ).json()
+    assert [(c["step"], c["is_final"]) for c in checkpoints] == [
+        (6, False),
+        (12, False),
+        (12, True),
+    ]
 
 
 def test_merged_export_loads_offline_and_keeps_the_template(
-    client, alice: Account, finished_job: dict, tmp_path: Path, tiny_model: str  # noqa: ANN001
+    client,
+    alice: Account,
+    finished_job: dict,
+    tmp_path: Path,
+    tiny_model: str,
 ) -> None:
-    final = client.get(f"/api/jobs/{finished_job['id']}/checkpoints", headers=alice.headers).json()[-1]
-    created = client.post(f"/api/checkpoints/{final['id']}/exports", headers=alice.headers, json={"kind": "merged"})
+    final = client.get(f"/api/jobs/{finished_job['id']}/checkpoints", headers=alice.headers).json()[
+        -1
+    ]
+    created = client.post(
+        f"/api/checkpoints/{final['id']}/exports", headers=alice.headers, json={"kind": "merged"}
+    )
     assert created.status_code == 201, created.text
     export_id = created.json()["id"]
 
     deadline = time.monotonic() + 300
-    while (export := client.get(f"/api/exports/{export_id}", headers=alice.headers).json())["status"] not in (
-        "succeeded", "failed",
+    while (export := client.get(f"/api/exports/{export_id}", headers=alice.headers).json())[
+        "status"
+    ] not in (
+        "succeeded",
+        "failed",
     ):
         assert time.monotonic() < deadline, "export timed out"
         time.sleep(0.5)
@@ -90,7 +122,10 @@ def test_merged_export_loads_offline_and_keeps_the_template(
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     assert tokenizer.chat_template == finished_job["chat_template"]
     prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        [{"role": "user", "content": "Hi"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     output = model.generate(**prompt, max_new_tokens=5, do_sample=False)
     assert output.shape[1] > prompt["input_ids"].shape[1]
@@ -99,14 +134,22 @@ def test_merged_export_loads_offline_and_keeps_the_template(
         base_path = Path(find_base_model(session, tiny_model).path)
     base = load_file(base_path / "model.safetensors")
     merged = load_file(model_dir / "model.safetensors")
-    changed = [k for k in base if k in merged and not torch.allclose(base[k].float(), merged[k].float())]
+    changed = [
+        k for k in base if k in merged and not torch.allclose(base[k].float(), merged[k].float())
+    ]
     assert changed, "merging the trained LoRA must change the base weights"
 
 
-def test_other_users_get_404_for_everything(client, alice: Account, bob: Account, finished_job: dict) -> None:  # noqa: ANN001
+def test_other_users_get_404_for_everything(
+    client, alice: Account, bob: Account, finished_job: dict
+) -> None:
     job_id = finished_job["id"]
-    checkpoint_id = client.get(f"/api/jobs/{job_id}/checkpoints", headers=alice.headers).json()[0]["id"]
-    exports = client.post(f"/api/checkpoints/{checkpoint_id}/exports", headers=alice.headers, json={"kind": "merged"})
+    checkpoint_id = client.get(f"/api/jobs/{job_id}/checkpoints", headers=alice.headers).json()[0][
+        "id"
+    ]
+    exports = client.post(
+        f"/api/checkpoints/{checkpoint_id}/exports", headers=alice.headers, json={"kind": "merged"}
+    )
     urls = [
         ("get", f"/api/datasets/{finished_job['dataset_id']}"),
         ("get", f"/api/datasets/{finished_job['dataset_id']}/rows"),

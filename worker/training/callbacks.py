@@ -29,13 +29,22 @@ class StudioCallback(TrainerCallback):
         self.jobs_root = jobs_root
         self._last_cancel_check = 0.0
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
+    ) -> None:
         with session_scope() as session:
             session.execute(
                 update(Job).where(Job.id == self.job_id).values(max_steps=state.max_steps)
             )
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None, **_: object) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict | None = None,
+        **_: object,
+    ) -> None:
         logs = logs or {}
         if "loss" not in logs and not any(key.startswith("eval_") for key in logs):
             return  # the end-of-training summary repeats what is already stored
@@ -50,12 +59,18 @@ class StudioCallback(TrainerCallback):
             session.add(Metric(job_id=self.job_id, step=state.global_step, values=extra, **named))
             session.execute(update(Job).where(Job.id == self.job_id).values(step=state.global_step))
 
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object) -> None:
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
+    ) -> None:
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         with session_scope() as session:
-            session.add(Checkpoint(job_id=self.job_id, step=state.global_step, path=self._rel(path)))
+            session.add(
+                Checkpoint(job_id=self.job_id, step=state.global_step, path=self._rel(path))
+            )
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object) -> None:
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
+    ) -> None:
         now = time.monotonic()
         if now - self._last_cancel_check < CANCEL_POLL_SECONDS:
             return

@@ -22,7 +22,9 @@ from app.models import Export
 from app.settings import get_settings
 
 
-def merge_checkpoint(base_path: Path, checkpoint_dir: Path, out_dir: Path, chat_template: str | None) -> None:
+def merge_checkpoint(
+    base_path: Path, checkpoint_dir: Path, out_dir: Path, chat_template: str | None
+) -> None:
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto")
     merged = PeftModel.from_pretrained(base, checkpoint_dir).merge_and_unload()
     merged.save_pretrained(out_dir)  # always safetensors in transformers 5

@@ -30,7 +30,9 @@ def load_rows(dataset_id: int) -> list[dict]:
     with session_scope() as session:
         return list(
             session.scalars(
-                select(DatasetRow.data).where(DatasetRow.dataset_id == dataset_id).order_by(DatasetRow.index)
+                select(DatasetRow.data)
+                .where(DatasetRow.dataset_id == dataset_id)
+                .order_by(DatasetRow.index)
             )
         )
 
@@ -101,7 +103,9 @@ def main() -> None:
     try:
         train(job_id)
     except torch.OutOfMemoryError as exc:
-        error_file.write_text(f"out of memory: lower per_device_train_batch_size or max_length ({exc})")
+        error_file.write_text(
+            f"out of memory: lower per_device_train_batch_size or max_length ({exc})"
+        )
         raise
     except Exception as exc:
         error_file.write_text(f"{type(exc).__name__}: {exc}")

@@ -38,7 +38,7 @@ CHART_STATE = """() => {
     status: status ? status.textContent.trim() : null,
   };
 }"""
-FINAL = re.compile(r"^\s*final\s*$")
+FINAL = re.compile(r"^\s*final model\s*$")
 
 
 class ChartWatch:

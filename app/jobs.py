@@ -7,6 +7,7 @@ overwrite the state written by a newer attempt or by a cancel.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -113,6 +114,8 @@ def transition(
     **values: Any,
 ) -> bool:
     """Move a job to ``to`` if it is still in one of ``from_`` (and at ``attempt``)."""
+    if "attempt_" in values:
+        values["attempt"] = values.pop("attempt_")
     if to == JobStatus.running:
         values.setdefault("started_at", utcnow())
     if to in TERMINAL_STATUSES:
@@ -140,3 +143,42 @@ def request_cancel(session: Session, job: Job) -> Job:
 
 def cancel_requested(session: Session, job_id: int) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+MAX_ATTEMPTS = 3
+
+
+def reap_stale_jobs(session: Session, stale_after: timedelta) -> dict[int, JobStatus]:
+    """Running jobs whose worker stopped heartbeating: requeue them (attempt + 1), or fail them
+    once MAX_ATTEMPTS is reached. Returns {job_id: new status}; the caller enqueues requeued ids.
+    """
+    cutoff = utcnow() - stale_after
+    stale = session.execute(
+        select(Job.id, Job.attempt).where(
+            Job.status == JobStatus.running,
+            (Job.heartbeat_at < cutoff) | (Job.heartbeat_at.is_(None)),
+        )
+    ).all()
+    moved: dict[int, JobStatus] = {}
+    for job_id, attempt in stale:
+        if attempt >= MAX_ATTEMPTS:
+            error = f"the worker was lost {attempt} times (no heartbeat); giving up"
+            if transition(
+                session,
+                job_id,
+                to=JobStatus.failed,
+                from_=[JobStatus.running],
+                attempt=attempt,
+                error=error,
+            ):
+                moved[job_id] = JobStatus.failed
+        elif transition(
+            session,
+            job_id,
+            to=JobStatus.queued,
+            from_=[JobStatus.running],
+            attempt=attempt,
+            attempt_=attempt + 1,
+        ):
+            moved[job_id] = JobStatus.queued
+    return moved

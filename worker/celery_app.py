@@ -1,7 +1,27 @@
 """The worker's Celery app: the shared configuration plus this package's tasks."""
 
+from celery.signals import worker_ready
+
 from app.broker import make_celery
 from app.settings import get_settings
 
 celery = make_celery(get_settings())
 celery.conf.include = ["worker.tasks"]
+
+
+@worker_ready.connect
+def _requeue_jobs_of_lost_workers(**_: object) -> None:
+    """A job left `running` by a worker that died gets another attempt (or fails at the cap)."""
+    from datetime import timedelta
+
+    from app.broker import enqueue_job
+    from app.db import session_scope
+    from app.jobs import reap_stale_jobs
+    from app.models import JobStatus
+
+    settings = get_settings()
+    with session_scope() as session:
+        moved = reap_stale_jobs(session, timedelta(seconds=settings.heartbeat_seconds * 12))
+    for job_id, status in moved.items():
+        if status == JobStatus.queued:
+            enqueue_job(job_id)

@@ -35,11 +35,18 @@ def finished_job(client, alice: Account, worker: Path, tiny_model: str) -> dict:
         upload = client.post("/api/datasets", headers=alice.headers, files={"file": (DEMO.name, f)})
     assert upload.status_code == 201, upload.text
     assert upload.json()["num_rows"] == 999
+    eval_rows = b"\n".join(
+        b'{"instruction": "Name a colour.", "output": "Blue."}' for _ in range(4)
+    )
+    eval_upload = client.post(
+        "/api/datasets", headers=alice.headers, files={"file": ("eval.jsonl", eval_rows)}
+    )
     body = {
         "method": "sft",
         "adapter": "lora",
         "base_model": tiny_model,
         "dataset_id": upload.json()["id"],
+        "eval_dataset_id": eval_upload.json()["id"],
         "hyperparameters": {
             "max_steps": MAX_STEPS,
             "logging_steps": LOGGING_STEPS,
@@ -64,7 +71,12 @@ def finished_job(client, alice: Account, worker: Path, tiny_model: str) -> dict:
 def test_job_records_one_finite_loss_per_logging_step(
     client, alice: Account, finished_job: dict
 ) -> None:
-    metrics = client.get(f"/api/jobs/{finished_job['id']}/metrics", headers=alice.headers).json()
+    rows = client.get(f"/api/jobs/{finished_job['id']}/metrics", headers=alice.headers).json()
+    metrics = [m for m in rows if "eval_loss" not in m]
+    evaluations = [m for m in rows if "eval_loss" in m]
+    logged_steps = list(range(LOGGING_STEPS, MAX_STEPS + 1, LOGGING_STEPS))
+    assert [m["step"] for m in evaluations] == logged_steps
+    assert all(math.isfinite(m["eval_loss"]) for m in evaluations)
     assert [m["step"] for m in metrics] == list(range(LOGGING_STEPS, MAX_STEPS + 1, LOGGING_STEPS))
     assert all(math.isfinite(m["loss"]) for m in metrics)
     assert all(m["learning_rate"] > 0 and m["grad_norm"] is not None for m in metrics)

@@ -90,7 +90,21 @@ class Dataset(Base):
     num_rows: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(20), default="ready")
     source_filename: Mapped[str] = mapped_column(String(255), default="")
-    sha256: Mapped[str] = mapped_column(String(64), default="")
+    sha256: Mapped[str] = mapped_column(String(64), default="", doc="sha256 of the uploaded file")
+    # Versions: a governance operation (dedup, split, filter...) makes a new immutable dataset
+    # that records its parent and what was done; jobs pin one version by its id.
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("datasets.id", name="fk_datasets_parent_id"), index=True
+    )
+    operation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    content_hash: Mapped[str] = mapped_column(
+        String(64), default="", server_default="", doc="sha256 of the rows"
+    )
+    detection: Mapped[str] = mapped_column(
+        Text, default="", server_default="", doc="why this layout was chosen"
+    )
+    mapping: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -136,11 +136,22 @@ def serve(host: str, port: int) -> None:
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
 
 
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM when `ftstudio up` exits, however it exits.
+
+    uvicorn re-raises the signal that stopped it, so a `finally` in the parent is not enough.
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     cmd_migrate()
     register_bundled_model()
     token = create_token_for("admin", admin=True, label="ftstudio up")
-    worker = subprocess.Popen(worker_command())
+    worker = subprocess.Popen(worker_command(), preexec_fn=_die_with_parent)
     print(f"\n  ftstudio is running at http://{args.host}:{args.port}/")
     print(f"  data directory: {get_settings().data_dir}")
     print(f"  log in with this token (user 'admin'):\n  {token}\n", flush=True)

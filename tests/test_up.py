@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -76,11 +77,24 @@ def test_two_instances_run_side_by_side(tmp_path: Path) -> None:
             f"{instances[1][2]}/api/jobs", headers={"Authorization": f"Bearer {tokens[0]}"}
         )
         assert other.status_code == 401
+        # Stopping `ftstudio up` (the parent alone) stops its worker too.
+        for proc, *_ in instances:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        for proc, *_ in instances:
+            _wait_group_gone(proc.pid)
     finally:
         for proc, *_ in instances:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc, *_ in instances:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_group_gone(pgid: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    pytest.fail("the worker outlived `ftstudio up`")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset as HFDataset
 from sqlalchemy import select
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import SFTTrainer
 
 from app.db import session_scope
@@ -70,6 +70,9 @@ def train(job_id: int) -> None:
     output_dir = settings.jobs_dir / str(job_id) / "output"
     train_ds = build_dataset(load_rows(dataset_id), spec)
     eval_ds = build_dataset(load_rows(eval_id), spec) if eval_id else None
+    # SFTTrainer initialises the LoRA weights before Trainer seeds the RNGs: seed first, so the
+    # same spec gives the same run.
+    set_seed(spec.seed)
     trainer = SFTTrainer(
         model=model,
         args=sft_config(spec, output_dir, has_eval=eval_ds is not None, use_cpu=use_cpu),

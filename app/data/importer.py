@@ -1,19 +1,105 @@
-"""Import an uploaded file as a dataset: all rows valid, or nothing stored."""
+"""Import an uploaded file as a dataset, streaming: rows are validated and inserted in batches.
+
+By default a file with any invalid record is refused and nothing is stored (the caller rolls
+the transaction back); with ``skip_invalid`` the good rows are kept and the bad ones counted.
+Memory stays bounded by one batch of rows plus one decoded chunk of the file, whatever its
+size; errors keep the first 100 and count the rest.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
+from collections.abc import Iterable
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from app.data.errors import ImportRefused, RowError
-from app.data.layouts import CONVERTERS, detect_layout
-from app.data.reading import Record, iter_records
+from app.data.canonical import canonical_json
+from app.data.detection import Plan, check_choices, make_plan
+from app.data.errors import ImportRefused, Problem, RowError
+from app.data.mapping import Mapping, parse_mapping
+from app.data.reading import FileInfo, file_type, is_gzip, iter_records
+from app.data.records import Record
+from app.data.uploads import stored_upload
 from app.models import Dataset, DatasetRow, User
 
-SUPPORTED_SUFFIXES = (".json", ".jsonl")
+BATCH_ROWS = 2000
 MAX_LISTED_ERRORS = 100
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    name: str | None = None
+    kind: str | None = None  # None: detected from the layout
+    format: str | None = None  # a layout name; None: detected from the first record
+    mapping: dict[str, Any] | None = None  # plain column mapping or a dataset_info.json entry
+    encoding: str | None = None  # None: detected
+    skip_invalid: bool = False
+
+
+@dataclass
+class ErrorLog:
+    count: int = 0
+    listed: list[RowError] = field(default_factory=list)
+
+    def add(self, error: RowError) -> None:
+        self.count += 1
+        if len(self.listed) < MAX_LISTED_ERRORS:
+            self.listed.append(error)
+
+
+@dataclass
+class ImportResult:
+    dataset: Dataset
+    skipped: int
+    skipped_errors: list[RowError]
+
+
+class RowWriter:
+    """Inserts canonical rows in batches and hashes them in order.
+
+    Each row is serialised once, as its canonical JSON (sorted keys, UTF-8 kept): the same text
+    feeds the content hash and is stored as is, through a plain executemany.
+    """
+
+    def __init__(self, session: Session, dataset_id: int) -> None:
+        self.session = session
+        self.dataset_id = dataset_id
+        self.count = 0
+        self._sha = hashlib.sha256()
+        self._batch: list[tuple[int, int, str]] = []
+        self._sql = _insert_sql(session.get_bind().dialect)
+
+    def add(self, row: dict[str, Any]) -> None:
+        text = canonical_json(row)
+        self._sha.update(text.encode())
+        self._sha.update(b"\n")
+        self._batch.append((self.dataset_id, self.count, text))
+        self.count += 1
+        if len(self._batch) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._batch:
+            self.session.connection().exec_driver_sql(self._sql, self._batch)
+            self._batch = []
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def _insert_sql(dialect: Dialect) -> str:
+    quote = dialect.identifier_preparer.quote
+    table = dialect.identifier_preparer.format_table(DatasetRow.__table__)
+    columns = ", ".join(quote(name) for name in ("dataset_id", "index", "data"))
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    data = f"{mark}::json" if dialect.name == "postgresql" else mark
+    return f"INSERT INTO {table} ({columns}) VALUES ({mark}, {mark}, {data})"
 
 
 def import_dataset(
@@ -21,77 +107,102 @@ def import_dataset(
     owner: User,
     *,
     filename: str,
-    raw: bytes,
-    name: str | None = None,
-    kind: str = "sft",
+    source: BinaryIO | bytes,
     uploads_dir: Path,
+    options: ImportOptions | None = None,
+) -> ImportResult:
+    """Store the file's rows as a new dataset in the session's transaction; raises ImportRefused."""
+    options = options or ImportOptions()
+    check_choices(options.kind, options.format)
+    mapping = parse_mapping(options.mapping, options.kind)
+    info = FileInfo(file_type(filename), compressed=False)
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    if stream.seekable():
+        stream.seek(0)
+    with stored_upload(stream, uploads_dir) as upload:
+        info.compressed = is_gzip(upload.path)
+        dataset = _new_dataset(session, owner, filename, options, upload.sha256)
+        writer = RowWriter(session, dataset.id)
+        with closing(iter_records(upload.path, info, options.encoding)) as records:
+            plan, errors = _convert_all(records, options, mapping, writer)
+        _finish(dataset, plan, info, writer, errors, options)
+    return ImportResult(dataset, errors.count, errors.listed)
+
+
+def _new_dataset(
+    session: Session, owner: User, filename: str, options: ImportOptions, sha256: str
 ) -> Dataset:
-    if kind != "sft":
-        raise ImportRefused(f"dataset kind '{kind}' is not supported yet (supported: sft)")
-    if not filename.lower().endswith(SUPPORTED_SUFFIXES):
-        raise ImportRefused(f"unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")
-    layout, rows = _convert_all(raw, filename)
-    digest = hashlib.sha256(raw).hexdigest()
-    _keep_original(uploads_dir, digest, raw)
+    base = Path(filename).name
+    for suffix in (".gz", ".gzip"):
+        base = base.removesuffix(suffix)
     dataset = Dataset(
         owner_id=owner.id,
-        name=(name or Path(filename).stem)[:200],
-        kind=kind,
-        format=layout,
-        num_rows=len(rows),
+        name=(options.name or Path(base).stem or "dataset")[:200],
+        kind=options.kind or "sft",
+        format="unknown",
+        num_rows=0,
         source_filename=Path(filename).name[:255],
-        sha256=digest,
+        sha256=sha256,
+        mapping=options.mapping,
     )
     session.add(dataset)
     session.flush()
-    session.bulk_insert_mappings(  # type: ignore[arg-type]
-        DatasetRow, [{"dataset_id": dataset.id, "index": i, "data": r} for i, r in enumerate(rows)]
-    )
     return dataset
 
 
-def _convert_all(raw: bytes, filename: str) -> tuple[str, list[dict]]:
-    errors: list[RowError] = []
-    rows: list[dict] = []
-    layout: str | None = None
-    try:
-        for item in iter_records(raw, filename):
-            if isinstance(item, RowError):
-                errors.append(item)
-                continue
-            layout = layout or detect_layout(item.value)
-            if layout is None:
-                errors.append(RowError(item.line, "unrecognised record layout"))
-                continue
-            row = _convert(item, layout)
-            if isinstance(row, RowError):
-                errors.append(row)
-            else:
-                rows.append(row)
-    except RowError as exc:
-        errors.append(exc)
-    if errors:
-        raise ImportRefused(
-            f"{len(errors)} invalid record(s); nothing was stored", errors[:MAX_LISTED_ERRORS]
+def _convert_all(
+    records: Iterable[Record | RowError],
+    options: ImportOptions,
+    mapping: Mapping | None,
+    writer: RowWriter,
+) -> tuple[Plan | None, ErrorLog]:
+    errors = ErrorLog()
+    plan: Plan | None = None
+    for item in records:
+        if isinstance(item, RowError):
+            errors.add(item)
+            continue
+        if not isinstance(item.value, dict):
+            errors.add(RowError(item.line, "record is not a JSON object"))
+            continue
+        if plan is None:
+            plan = make_plan(item.value, item.line, options.kind, options.format, mapping)
+        try:
+            row = plan.convert(item.value)
+        except Problem as problem:
+            errors.add(plan.row_error(item.line, problem))
+            continue
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            errors.add(RowError(item.line, f"malformed record ({exc})"))
+            continue
+        if errors.count == 0 or options.skip_invalid:
+            writer.add(row)
+    writer.flush()
+    return plan, errors
+
+
+def _finish(
+    dataset: Dataset,
+    plan: Plan | None,
+    info: FileInfo,
+    writer: RowWriter,
+    errors: ErrorLog,
+    options: ImportOptions,
+) -> None:
+    if errors.count and not options.skip_invalid:
+        raise ImportRefused(f"{errors.count} invalid record(s); nothing was stored", errors.listed)
+    if plan is None or writer.count == 0:
+        detail = (
+            "no valid records; nothing was stored" if errors.count else "the file holds no records"
         )
-    if not rows:
-        raise ImportRefused("the file holds no records")
-    return layout or "unknown", rows
-
-
-def _convert(item: Record, layout: str) -> dict | RowError:
-    if not isinstance(item.value, dict):
-        return RowError(item.line, "record is not a JSON object")
-    try:
-        return {"messages": CONVERTERS[layout](item.value)}
-    except (ValueError, KeyError, TypeError) as exc:
-        return RowError(item.line, str(exc))
-
-
-def _keep_original(uploads_dir: Path, digest: str, raw: bytes) -> None:
-    uploads_dir.mkdir(parents=True, exist_ok=True)
-    target = uploads_dir / digest
-    if not target.exists():
-        tmp = target.with_suffix(".part")
-        tmp.write_bytes(raw)
-        tmp.replace(target)
+        raise ImportRefused(detail, errors.listed)
+    dataset.kind = plan.kind
+    dataset.format = plan.layout.name
+    dataset.num_rows = writer.count
+    dataset.content_hash = writer.hexdigest()
+    dataset.detection = f"{plan.reason}; read as {info.describe()}"
+    dataset.operation = {
+        "op": "import",
+        "skipped": errors.count,
+        "skipped_errors": [e.as_dict() for e in errors.listed],
+    }

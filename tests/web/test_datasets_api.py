@@ -27,7 +27,8 @@ def test_alpaca_demo_imports_999_rows_in_messages_form(client, alice: Account) -
     response = _upload(client, alice, DEMO.name, DEMO.read_bytes(), name="demo")
     assert response.status_code == 201
     body = response.json()
-    assert body | {"id": 0, "created_at": ""} == {
+    volatile = {"id": 0, "created_at": "", "detection": "", "content_hash": "", "operation": None}
+    assert body | volatile == {
         "id": 0,
         "name": "demo",
         "kind": "sft",
@@ -35,7 +36,15 @@ def test_alpaca_demo_imports_999_rows_in_messages_form(client, alice: Account) -
         "num_rows": 999,
         "status": "ready",
         "created_at": "",
+        "detection": "",
+        "content_hash": "",
+        "operation": None,
+        "parent_id": None,
+        "skipped": 0,
+        "skipped_errors": [],
     }
+    assert body["detection"].startswith("Alpaca: the first record has 'instruction'")
+    assert len(body["content_hash"]) == 64
     rows = client.get(
         f"/api/datasets/{body['id']}/rows?offset=998&limit=5", headers=alice.headers
     ).json()
@@ -75,8 +84,16 @@ def test_a_bad_file_is_refused_with_line_numbers_and_nothing_stored(client, alic
     assert response.status_code == 422
     body = response.json()
     assert body["errors"] == [
-        {"line": 3, "message": "field 'output' is empty: nothing for the assistant to learn"},
-        {"line": 4, "message": "missing field 'instruction', 'output' (Alpaca layout)"},
+        {
+            "line": 3,
+            "field": "output",
+            "message": "field 'output' is empty: nothing for the assistant to learn",
+        },
+        {
+            "line": 4,
+            "field": "instruction",
+            "message": "missing field 'instruction', 'output' (Alpaca layout)",
+        },
     ]
     assert "nothing was stored" in body["detail"]
     assert len(client.get("/api/datasets", headers=alice.headers).json()) == before

@@ -1,0 +1,165 @@
+"""Immutable dataset versions: rows streamed in batches, content hashes, lineage.
+
+A governance operation never edits a dataset: it writes a new one whose ``parent_id`` names
+the source and whose ``operation`` records what was done, with its own rows and content hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import Dataset, DatasetRow
+
+BATCH_ROWS = 1000
+MAX_ANCESTORS = 100
+
+
+def row_bytes(row: dict[str, Any]) -> bytes:
+    return (json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+class RowHasher:
+    """sha256 over each row's sorted-key JSON plus a newline, in row order."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+
+    def update(self, row: dict[str, Any]) -> None:
+        self._sha.update(row_bytes(row))
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def content_hash(rows: Iterable[dict[str, Any]]) -> str:
+    hasher = RowHasher()
+    for row in rows:
+        hasher.update(row)
+    return hasher.hexdigest()
+
+
+def iter_rows(
+    session: Session, dataset_id: int, batch: int = BATCH_ROWS
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index, row) in order, fetched ``batch`` at a time by keyset paging on the index."""
+    last = -1
+    while True:
+        chunk = session.execute(
+            select(DatasetRow.index, DatasetRow.data)
+            .where(DatasetRow.dataset_id == dataset_id, DatasetRow.index > last)
+            .order_by(DatasetRow.index)
+            .limit(batch)
+        ).all()
+        if not chunk:
+            return
+        yield from ((index, data) for index, data in chunk)
+        last = chunk[-1][0]
+        if len(chunk) < batch:
+            return
+
+
+def count_rows(session: Session, dataset_id: int) -> int:
+    query = select(func.count()).where(DatasetRow.dataset_id == dataset_id)
+    return session.scalar(query) or 0
+
+
+def rows_at(session: Session, dataset_id: int, indexes: Iterable[int]) -> dict[int, dict]:
+    """The rows at ``indexes`` (fetched in chunks), keyed by index."""
+    wanted = sorted(set(indexes))
+    found: dict[int, dict] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        found.update(
+            session.execute(
+                select(DatasetRow.index, DatasetRow.data).where(
+                    DatasetRow.dataset_id == dataset_id, DatasetRow.index.in_(chunk)
+                )
+            ).all()
+        )
+    return found
+
+
+class VersionWriter:
+    """Writes a new version's rows in batches as they come, hashing them on the way."""
+
+    def __init__(self, session: Session, parent: Dataset, name: str, op: dict[str, Any]) -> None:
+        self.session = session
+        self.dataset = Dataset(
+            owner_id=parent.owner_id,
+            name=name[:200],
+            kind=parent.kind,
+            format=parent.format,
+            source_filename=parent.source_filename,
+            sha256=parent.sha256,
+            detection=parent.detection,
+            mapping=parent.mapping,
+            parent_id=parent.id,
+            operation=op,
+            num_rows=0,
+        )
+        session.add(self.dataset)
+        session.flush()
+        self._hasher = RowHasher()
+        self._pending: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._hasher.update(row)
+        self._pending.append(
+            {"dataset_id": self.dataset.id, "index": self.dataset.num_rows, "data": row}
+        )
+        self.dataset.num_rows += 1
+        if len(self._pending) >= BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.session.execute(DatasetRow.__table__.insert(), self._pending)
+            self._pending = []
+
+    def finish(self, **result: Any) -> Dataset:
+        self._flush()
+        self.dataset.content_hash = self._hasher.hexdigest()
+        self.dataset.operation = {**(self.dataset.operation or {}), **result}
+        self.session.flush()
+        return self.dataset
+
+
+def version_name(parent: Dataset, suffix: str) -> str:
+    return f"{parent.name} · {suffix}"
+
+
+def ancestors(session: Session, dataset: Dataset) -> list[Dataset]:
+    """Parent, grandparent, ... (same owner only), nearest first."""
+    chain: list[Dataset] = []
+    current = dataset
+    while current.parent_id is not None and len(chain) < MAX_ANCESTORS:
+        parent = session.get(Dataset, current.parent_id)
+        if parent is None or parent.owner_id != dataset.owner_id:
+            break
+        chain.append(parent)
+        current = parent
+    return chain
+
+
+def children(session: Session, dataset: Dataset) -> list[Dataset]:
+    return list(
+        session.scalars(
+            select(Dataset)
+            .where(Dataset.parent_id == dataset.id, Dataset.owner_id == dataset.owner_id)
+            .order_by(Dataset.id)
+        )
+    )
+
+
+def ensure_content_hash(session: Session, dataset: Dataset) -> str:
+    """The dataset's content hash, computed (streaming) and stored when it was never set."""
+    if not dataset.content_hash:
+        dataset.content_hash = content_hash(row for _, row in iter_rows(session, dataset.id))
+        session.flush()
+    return dataset.content_hash

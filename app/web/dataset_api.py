@@ -1,0 +1,154 @@
+"""REST routes for dataset statistics, governance, versions, search and export (owner-scoped)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from app.access import get_owned
+from app.data.browse import page_rows
+from app.data.stats import StatsRequestError, dataset_stats
+from app.data.versions import ancestors, children, ensure_content_hash, iter_rows, row_bytes
+from app.db import get_sessionmaker
+from app.models import Dataset
+from app.web.dataset_actions import (
+    ContaminationIn,
+    DedupIn,
+    FilterIn,
+    OperationError,
+    SplitIn,
+    run_contamination,
+    run_dedup,
+    run_filter,
+    run_split,
+    version_json,
+)
+from app.web.deps import CurrentUser, SessionDep
+
+router = APIRouter(prefix="/api/datasets", tags=["datasets"])
+
+
+def _refused(exc: OperationError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+@router.get("/{dataset_id}/rows")
+def get_rows(
+    dataset_id: int,
+    session: SessionDep,
+    user: CurrentUser,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    search: Annotated[str, Query(max_length=1000)] = "",
+) -> dict:
+    """Rows in order; with ``search``, only rows whose text contains it (case-insensitive)."""
+    dataset = get_owned(session, Dataset, dataset_id, user)
+    total, rows = page_rows(session, dataset, offset, limit, search)
+    return {
+        "total": total,
+        "offset": offset,
+        "search": search,
+        "indexes": [i for i, _ in rows],
+        "rows": [r for _, r in rows],
+    }
+
+
+@router.get("/{dataset_id}/stats")
+def get_stats(
+    dataset_id: int,
+    session: SessionDep,
+    user: CurrentUser,
+    model: str | None = None,
+    max_length: Annotated[int | None, Query(ge=1)] = None,
+) -> dict:
+    dataset = get_owned(session, Dataset, dataset_id, user)
+    try:
+        return dataset_stats(session, dataset, model, max_length)
+    except StatsRequestError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+
+
+@router.get("/{dataset_id}/versions")
+def get_versions(dataset_id: int, session: SessionDep, user: CurrentUser) -> dict:
+    dataset = get_owned(session, Dataset, dataset_id, user)
+    ensure_content_hash(session, dataset)
+    return {
+        "dataset": version_json(dataset),
+        "ancestors": [version_json(d) for d in ancestors(session, dataset)],
+        "children": [version_json(d) for d in children(session, dataset)],
+    }
+
+
+@router.post("/{dataset_id}/dedup")
+def post_dedup(dataset_id: int, body: DedupIn, session: SessionDep, user: CurrentUser) -> Any:
+    dataset = get_owned(session, Dataset, dataset_id, user)
+    try:
+        report, version = run_dedup(session, dataset, body)
+    except OperationError as exc:
+        session.rollback()
+        return _refused(exc)
+    data = {"report": report.as_json(), "dataset": version_json(version) if version else None}
+    session.commit()  # before the response: a client may ask for the new version at once
+    return JSONResponse(data, status_code=201 if version else 200)
+
+
+@router.post("/{dataset_id}/split", status_code=201)
+def post_split(dataset_id: int, body: SplitIn, session: SessionDep, user: CurrentUser) -> Any:
+    dataset = get_owned(session, Dataset, dataset_id, user)
+    try:
+        train, held_out = run_split(session, dataset, body)
+    except OperationError as exc:
+        session.rollback()
+        return _refused(exc)
+    session.commit()
+    return {"train": version_json(train), "eval": version_json(held_out)}
+
+
+@router.post("/{dataset_id}/filter", status_code=201)
+def post_filter(dataset_id: int, body: FilterIn, session: SessionDep, user: CurrentUser) -> Any:
+    dataset = get_owned(session, Dataset, dataset_id, user)
+    try:
+        version = run_filter(session, dataset, body)
+    except OperationError as exc:
+        session.rollback()
+        return _refused(exc)
+    session.commit()
+    return {"dataset": version_json(version)}
+
+
+@router.post("/{dataset_id}/contamination")
+def post_contamination(
+    dataset_id: int, body: ContaminationIn, session: SessionDep, user: CurrentUser
+) -> Any:
+    dataset = get_owned(session, Dataset, dataset_id, user)
+    try:
+        report, _, version = run_contamination(session, dataset, body, user)
+    except OperationError as exc:
+        session.rollback()
+        return _refused(exc)
+    data = {"report": report.as_json(), "dataset": version_json(version) if version else None}
+    session.commit()
+    return JSONResponse(data, status_code=201 if version else 200)
+
+
+def _export_lines(dataset_id: int) -> Iterator[bytes]:
+    # Its own session: the request's is closed before a streamed body is sent.
+    with get_sessionmaker()() as session:
+        for _, row in iter_rows(session, dataset_id):
+            yield row_bytes(row)
+
+
+@router.get("/{dataset_id}/export")
+def get_export(dataset_id: int, session: SessionDep, user: CurrentUser) -> StreamingResponse:
+    """The canonical rows as JSONL (sorted keys: its sha256 is the version's content hash)."""
+    dataset = get_owned(session, Dataset, dataset_id, user)
+    filename = f"dataset-{dataset.id}.jsonl"
+    session.commit()
+    return StreamingResponse(
+        _export_lines(dataset.id),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

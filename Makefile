@@ -11,7 +11,7 @@ PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: run setup install install-dev vendor test test-unit test-embedded test-services test-slow \
-        chromium lint format clean
+        chromium bench lint format clean
 
 run: setup
 	$(FTSTUDIO) up
@@ -68,6 +68,10 @@ test-slow:
 
 test-unit:
 	$(PYTEST) -m "not slow and not worker"
+
+# Benchmarks print ratios against a peer measured in the same run; figures go in BENCHMARKS.md.
+bench: install-dev
+	$(PY) bench/bench_import.py
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,8 +16,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.access import NotFound, get_owned
+from app.architecture import check_against_model
 from app.models import TERMINAL_STATUSES, BaseModel, Dataset, Job, JobStatus, User, utcnow
-from app.spec import SPEC_VERSION, TrainingSpec
+from app.spec import SPEC_VERSION, SpecConflicts, TrainingSpec
 
 
 class JobRequestError(Exception):
@@ -43,17 +45,24 @@ def build_spec(method: str, adapter: str, hyperparameters: dict[str, Any]) -> Tr
             {**hyperparameters, "method": method, "adapter": adapter}
         )
     except ValidationError as exc:
-        errors = [
-            {
-                "loc": ["hyperparameters", *map(str, e["loc"])]
-                if e["loc"] and e["loc"][0] not in ("method", "adapter")
-                else list(map(str, e["loc"])) or ["hyperparameters"],
-                "msg": e["msg"],
-                "type": e["type"],
-            }
-            for e in exc.errors()
-        ]
+        errors: list[dict[str, Any]] = []
+        for e in exc.errors():
+            conflicts = (e.get("ctx") or {}).get("error")
+            if isinstance(conflicts, SpecConflicts):  # name the fields that cannot work together
+                errors += [
+                    {"loc": _spec_loc([field]), "msg": reason, "type": "conflict"}
+                    for field, reason in conflicts.problems
+                ]
+            else:
+                errors.append({"loc": _spec_loc(e["loc"]), "msg": e["msg"], "type": e["type"]})
         raise JobRequestError(errors) from exc
+
+
+def _spec_loc(loc: Iterable[Any]) -> list[str]:
+    parts = [str(part) for part in loc]
+    if not parts:
+        return ["hyperparameters"]
+    return parts if parts[0] in ("method", "adapter") else ["hyperparameters", *parts]
 
 
 def create_job(
@@ -68,15 +77,16 @@ def create_job(
     eval_dataset_id: int | None = None,
     name: str | None = None,
 ) -> Job:
-    spec = build_spec(method, adapter, hyperparameters or {})
-    model = find_base_model(session, base_model)
-    if model is None:
-        raise JobRequestError(
-            [{"loc": ["base_model"], "msg": f"no base model '{base_model}'", "type": "not_found"}]
-        )
-    dataset = _owned_dataset(session, owner, dataset_id, "dataset_id")
-    if eval_dataset_id is not None:
-        _owned_dataset(session, owner, eval_dataset_id, "eval_dataset_id")
+    spec, model, dataset = validate_request(
+        session,
+        owner,
+        base_model=base_model,
+        dataset_id=dataset_id,
+        method=method,
+        adapter=adapter,
+        hyperparameters=hyperparameters,
+        eval_dataset_id=eval_dataset_id,
+    )
     job = Job(
         owner_id=owner.id,
         name=(name or f"{spec.method}-{spec.adapter} on {dataset.name}")[:200],
@@ -93,6 +103,34 @@ def create_job(
     session.add(job)
     session.flush()
     return job
+
+
+def validate_request(
+    session: Session,
+    owner: User,
+    *,
+    base_model: int | str,
+    dataset_id: int,
+    method: str = "sft",
+    adapter: str = "lora",
+    hyperparameters: dict[str, Any] | None = None,
+    eval_dataset_id: int | None = None,
+    **_: Any,
+) -> tuple[TrainingSpec, BaseModel, Dataset]:
+    """The spec, base model and dataset of a job request, or JobRequestError naming the fields:
+    the spec's own rules, then what this particular model cannot take."""
+    spec = build_spec(method, adapter, hyperparameters or {})
+    model = find_base_model(session, base_model)
+    if model is None:
+        raise JobRequestError(
+            [{"loc": ["base_model"], "msg": f"no base model '{base_model}'", "type": "not_found"}]
+        )
+    dataset = _owned_dataset(session, owner, dataset_id, "dataset_id")
+    if eval_dataset_id is not None:
+        _owned_dataset(session, owner, eval_dataset_id, "eval_dataset_id")
+    if errors := check_against_model(spec, Path(model.path)):
+        raise JobRequestError(errors)
+    return spec, model, dataset
 
 
 def _owned_dataset(session: Session, owner: User, dataset_id: int, field: str) -> Dataset:

@@ -15,7 +15,7 @@ from app.access import NotFound
 from app.db import get_engine
 from app.paths import STATIC_DIR
 from app.settings import get_settings
-from app.web import api, pages
+from app.web import api, dataset_ops, pages
 from app.web.deps import LoginRequired
 from app.web.rendering import render
 
@@ -37,6 +37,7 @@ def create_app() -> FastAPI:
         max_age=14 * 24 * 3600,
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(dataset_ops.router)  # before api/pages: it serves the dataset page
     app.include_router(api.router)
     app.include_router(pages.router)
     _install_handlers(app, settings.max_upload_bytes)

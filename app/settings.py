@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024)
     models_dir: Path | None = Field(default=None, description="Default: data_dir/models.")
     heartbeat_seconds: float = 5.0
+    device_memory_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Memory of the workers' training device, for the pre-launch estimate's "
+        "'fits' (0: unknown).",
+    )
     cancel_grace_seconds: float = 20.0
 
     def model_post_init(self, __context: object) -> None:

@@ -2,32 +2,73 @@
 
 The job form is generated from it, the API validates against it, the job stores
 ``spec.model_dump()`` with ``SPEC_VERSION``, and ``worker.training.mapping`` turns it into
-TRL/peft objects. Field names follow transformers/TRL/peft where those have one.
+TRL/peft/bitsandbytes objects. Field names follow transformers/TRL/peft where those have one.
+
+Adapter knobs say which adapters they apply to (``adapters`` in the field's schema extra, and
+``when`` for a condition on another field). A knob that does not apply must keep its default:
+a request that sets it is refused with the reason, never silently ignored.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SPEC_VERSION = 1
 
 Method = Literal["sft"]
-Adapter = Literal["lora"]
+Adapter = Literal["full", "freeze", "lora", "dora", "qlora", "prefix", "prompt", "ptuning", "ia3"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 
+ADAPTERS: tuple[str, ...] = Adapter.__args__  # type: ignore[attr-defined]
+LORA_ADAPTERS = ("lora", "dora", "qlora")
+PROMPT_LEARNING_ADAPTERS = ("prefix", "prompt", "ptuning")
+PEFT_ADAPTERS = (*LORA_ADAPTERS, *PROMPT_LEARNING_ADAPTERS, "ia3")
+# Adapters whose update can be folded into the base weights (a merged export).
+MERGEABLE_ADAPTERS = ("full", "freeze", *LORA_ADAPTERS, "ia3")
 
-def knob(default: Any, help: str, group: str = "training", **bounds: Any) -> Any:
-    """A spec field with help text and the form group it is shown in."""
-    return Field(default, description=help, json_schema_extra={"group": group}, **bounds)
+MODULE_LIST = r"[A-Za-z0-9_.]+(\s*,\s*[A-Za-z0-9_.]+)*"
+
+
+def knob(
+    default: Any,
+    help: str,
+    group: str = "training",
+    *,
+    adapters: tuple[str, ...] | None = None,
+    when: dict[str, Any] | None = None,
+    **bounds: Any,
+) -> Any:
+    """A spec field with help text, the form group it is shown in, and (for adapter knobs) the
+    adapters it applies to and a condition on another field."""
+    extra: dict[str, Any] = {"group": group}
+    if adapters is not None:
+        extra["adapters"] = list(adapters)
+    if when is not None:
+        extra["when"] = when
+    return Field(default, description=help, json_schema_extra=extra, **bounds)
+
+
+class SpecConflicts(ValueError):
+    """Knob values that cannot work together; ``problems`` is [(field, reason)]."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{field}: {reason}" for field, reason in problems))
+        self.problems = problems
 
 
 class TrainingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Method = knob("sft", "Training method.", "method")
-    adapter: Adapter = knob("lora", "How the weights are trained.", "method")
+    adapter: Adapter = knob(
+        "lora",
+        "How the weights are trained: all of them (full), the last blocks (freeze), low-rank "
+        "updates (lora, dora, qlora on a 4/8-bit base), learned virtual tokens (prefix, prompt, "
+        "ptuning) or learned rescaling vectors (ia3).",
+        "method",
+    )
 
     num_train_epochs: float = knob(1.0, "Passes over the training data.", gt=0, le=100)
     max_steps: int = knob(
@@ -44,6 +85,10 @@ class TrainingSpec(BaseModel):
     gradient_accumulation_steps: int = knob(
         1, "Micro-batches accumulated per optimizer step.", ge=1, le=1024
     )
+    gradient_checkpointing: bool = knob(
+        False,
+        "Recompute activations in the backward pass: much less memory, about a third slower.",
+    )
     max_length: int = knob(
         1024, "Tokens per sequence; longer rows are truncated.", ge=16, le=131072
     )
@@ -58,15 +103,157 @@ class TrainingSpec(BaseModel):
     )
     save_total_limit: int = knob(3, "Keep at most N intermediate checkpoints.", "logging", ge=1)
 
-    lora_r: int = knob(16, "LoRA rank.", "adapter", ge=1, le=1024)
-    lora_alpha: int = knob(32, "LoRA scaling (alpha / r multiplies the update).", "adapter", ge=1)
-    lora_dropout: float = knob(0.05, "Dropout on the LoRA path.", "adapter", ge=0, lt=1)
+    # LoRA family (lora, dora = LoRA with weight decomposition, qlora = LoRA on a quantized base).
+    lora_r: int = knob(16, "LoRA rank.", "adapter", adapters=LORA_ADAPTERS, ge=1, le=1024)
+    lora_alpha: int = knob(
+        32,
+        "LoRA scaling (alpha / r multiplies the update).",
+        "adapter",
+        adapters=LORA_ADAPTERS,
+        ge=1,
+        le=16384,
+    )
+    lora_dropout: float = knob(
+        0.05, "Dropout on the LoRA path.", "adapter", adapters=LORA_ADAPTERS, ge=0, lt=1
+    )
     lora_target_modules: str = knob(
         "all-linear",
-        "Modules to adapt: all-linear, or a comma-separated list such as q_proj,v_proj.",
+        "Modules to adapt: all-linear (every linear layer in the blocks), or a comma-separated "
+        "list such as q_proj,v_proj.",
         "adapter",
-        pattern=r"^(all-linear|[A-Za-z0-9_.]+(\s*,\s*[A-Za-z0-9_.]+)*)$",
+        adapters=LORA_ADAPTERS,
+        pattern=rf"^(all-linear|{MODULE_LIST})$",
+        max_length=500,
     )
+    use_rslora: bool = knob(
+        False,
+        "Rank-stabilised LoRA: scale the update by alpha / sqrt(r) instead of alpha / r "
+        "(helps at high ranks).",
+        "adapter",
+        adapters=LORA_ADAPTERS,
+    )
+
+    # QLoRA: the base model is loaded quantized by bitsandbytes.
+    quantization_bits: Literal[4, 8] = knob(
+        4,
+        "Bits per base weight: 4 (NF4/FP4, the QLoRA recipe) or 8 (LLM.int8).",
+        "adapter",
+        adapters=("qlora",),
+    )
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = knob(
+        "nf4",
+        "4-bit data type: nf4 (normal float, best for normally distributed weights) or fp4.",
+        "adapter",
+        adapters=("qlora",),
+        when={"quantization_bits": 4},
+    )
+    bnb_4bit_use_double_quant: bool = knob(
+        True,
+        "Double quantization: quantize the quantization constants too (saves ~0.4 bit/weight).",
+        "adapter",
+        adapters=("qlora",),
+        when={"quantization_bits": 4},
+    )
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = knob(
+        "bfloat16",
+        "Data type the 4-bit weights are dequantized to for each matrix multiply.",
+        "adapter",
+        adapters=("qlora",),
+        when={"quantization_bits": 4},
+    )
+
+    # Freeze: train only the last N transformer blocks (optionally embeddings and head).
+    freeze_trainable_layers: int = knob(
+        2,
+        "Train the last N transformer blocks; all earlier blocks stay frozen.",
+        "adapter",
+        adapters=("freeze",),
+        ge=1,
+        le=1024,
+    )
+    freeze_train_embeddings: bool = knob(
+        False,
+        "Also train the input token embeddings.",
+        "adapter",
+        adapters=("freeze",),
+    )
+    freeze_train_lm_head: bool = knob(
+        False,
+        "Also train the output head (lm_head). Models that tie it to the embeddings need both "
+        "or neither.",
+        "adapter",
+        adapters=("freeze",),
+    )
+
+    # Prompt learning: prefix tuning, prompt tuning, p-tuning.
+    num_virtual_tokens: int = knob(
+        20,
+        "Learned virtual tokens: prepended to every input (prompt, ptuning) or to every "
+        "layer's keys and values (prefix).",
+        "adapter",
+        adapters=PROMPT_LEARNING_ADAPTERS,
+        ge=1,
+        le=1024,
+    )
+    prefix_projection: bool = knob(
+        False,
+        "Prefix tuning: produce the prefix through a two-layer MLP (more parameters, often "
+        "more stable).",
+        "adapter",
+        adapters=("prefix",),
+    )
+    encoder_hidden_size: int = knob(
+        0,
+        "Hidden size of the prompt encoder MLP (ptuning, or prefix with prefix_projection); "
+        "0: peft's default (the model's key/value width for prefix, hidden size for ptuning).",
+        "adapter",
+        adapters=("prefix", "ptuning"),
+        ge=0,
+        le=65536,
+    )
+    prompt_tuning_init: Literal["random", "sample_vocab", "text"] = knob(
+        "random",
+        "Initial virtual token embeddings: random, sampled vocabulary embeddings, or the "
+        "embeddings of prompt_tuning_init_text.",
+        "adapter",
+        adapters=("prompt",),
+    )
+    prompt_tuning_init_text: str = knob(
+        "",
+        "Text whose token embeddings initialise the prompt (with prompt_tuning_init = text), "
+        "e.g. 'Answer the question helpfully:'.",
+        "adapter",
+        adapters=("prompt",),
+        when={"prompt_tuning_init": "text"},
+        max_length=2000,
+    )
+
+    # IA3: learned vectors rescaling keys, values and feed-forward inputs.
+    ia3_target_modules: str = knob(
+        "k_proj,v_proj,down_proj",
+        "Modules IA3 rescales: all-linear, or a comma-separated list (peft's Llama default: "
+        "k_proj,v_proj,down_proj).",
+        "adapter",
+        adapters=("ia3",),
+        pattern=rf"^(all-linear|{MODULE_LIST})$",
+        max_length=500,
+    )
+    ia3_feedforward_modules: str = knob(
+        "down_proj",
+        "Which of the IA3 targets are feed-forward layers (rescaled on their input rather than "
+        "their output); comma-separated, may be empty.",
+        "adapter",
+        adapters=("ia3",),
+        pattern=rf"^({MODULE_LIST})?$",
+        max_length=500,
+    )
+
+    @field_validator("quantization_bits", mode="before")
+    @classmethod
+    def _bits_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)  # form posts send text
+        return value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainingSpec:
@@ -74,7 +261,113 @@ class TrainingSpec(BaseModel):
             raise ValueError("warmup_steps must be a whole number of steps, or a share below 1")
         if self.max_steps > 0 and self.logging_steps > self.max_steps:
             raise ValueError("logging_steps is larger than max_steps: no metrics would be recorded")
+        problems = [*self._inapplicable_knobs(), *self._adapter_conflicts()]
+        if problems:
+            raise SpecConflicts(problems)
         return self
+
+    def _inapplicable_knobs(self) -> list[tuple[str, str]]:
+        problems = []
+        values = self.model_dump()
+        for name, info in type(self).model_fields.items():
+            if values[name] == info.default or field_applies(name, values):
+                continue
+            adapters = field_adapters(name) or ()
+            if self.adapter not in adapters:
+                reason = (
+                    f"applies to adapter {' / '.join(adapters)}, not to {self.adapter}: "
+                    "leave it at its default or change the adapter"
+                )
+            else:
+                condition = ", ".join(f"{k} = {v}" for k, v in field_condition(name).items())
+                reason = f"applies only with {condition}: leave it at its default"
+            problems.append((name, reason))
+        return problems
+
+    def _adapter_conflicts(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.adapter == "prefix" and self.gradient_checkpointing:
+            problems.append(
+                (
+                    "gradient_checkpointing",
+                    "prefix tuning cannot use gradient checkpointing: peft passes the prefix as a "
+                    "key/value cache, which checkpointed layers do not accept. Turn gradient "
+                    "checkpointing off, or use prompt tuning or LoRA",
+                )
+            )
+        if self.adapter == "prefix" and self.encoder_hidden_size and not self.prefix_projection:
+            problems.append(
+                (
+                    "encoder_hidden_size",
+                    "prefix tuning uses an encoder only with prefix_projection on: turn it on, "
+                    "or leave encoder_hidden_size at 0",
+                )
+            )
+        if self.adapter == "prompt":
+            text = self.prompt_tuning_init_text.strip()
+            if self.prompt_tuning_init == "text" and not text:
+                problems.append(
+                    ("prompt_tuning_init_text", "prompt_tuning_init = text needs the text")
+                )
+        for field, adapters in (
+            ("lora_target_modules", LORA_ADAPTERS),
+            ("ia3_target_modules", ("ia3",)),
+        ):
+            if self.adapter in adapters and "lm_head" in module_list(getattr(self, field)):
+                problems.append(
+                    (
+                        field,
+                        "lm_head cannot be adapted: TRL's chunked loss reads the output head's "
+                        "weight directly, so an adapter on it would get no gradient. Remove it",
+                    )
+                )
+        if self.adapter == "ia3" and self.ia3_target_modules != "all-linear":
+            extra = set(module_list(self.ia3_feedforward_modules)) - set(
+                module_list(self.ia3_target_modules)
+            )
+            if extra:
+                problems.append(
+                    (
+                        "ia3_feedforward_modules",
+                        f"{', '.join(sorted(extra))} must also be in ia3_target_modules",
+                    )
+                )
+        return problems
+
+
+def module_list(value: str) -> list[str]:
+    """``q_proj, v_proj`` -> ['q_proj', 'v_proj'] (``all-linear`` stays one item)."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _extra(name: str) -> dict[str, Any]:
+    return TrainingSpec.model_fields[name].json_schema_extra or {}  # type: ignore[return-value]
+
+
+def field_adapters(name: str) -> tuple[str, ...] | None:
+    """The adapters a knob applies to; None: it applies to every adapter."""
+    adapters = _extra(name).get("adapters")
+    return tuple(adapters) if adapters is not None else None
+
+
+def field_condition(name: str) -> dict[str, Any]:
+    return dict(_extra(name).get("when") or {})
+
+
+def field_applies(name: str, values: dict[str, Any]) -> bool:
+    """Whether knob ``name`` means something given the other values (adapter, conditions).
+
+    ``values`` may hold form text: conditions compare as text.
+    """
+    adapters = field_adapters(name)
+    adapter = str(values.get("adapter", TrainingSpec.model_fields["adapter"].default))
+    if adapters is not None and adapter not in adapters:
+        return False
+    for other, expected in field_condition(name).items():
+        value = values.get(other, TrainingSpec.model_fields[other].default)
+        if str(value) != str(expected):
+            return False
+    return True
 
 
 # Fields the studio uses itself rather than handing to a library (see worker.training.mapping).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel as Body
 from pydantic import Field
@@ -14,11 +14,19 @@ from app import broker
 from app.access import get_owned, get_owned_checkpoint
 from app.base_models import ModelDirError, register_model
 from app.data.errors import ImportRefused
-from app.data.importer import import_dataset
+from app.data.importer import ImportOptions, import_dataset
+from app.data.mapping import mapping_from_json
+from app.estimate import estimate_for
 from app.exports import ExportRequestError, create_export
-from app.jobs import JobAlreadyEnded, JobRequestError, create_job, request_cancel
+from app.jobs import (
+    JobAlreadyEnded,
+    JobRequestError,
+    create_job,
+    request_cancel,
+    validate_request,
+)
 from app.models import BaseModel, Dataset, Export, ExportStatus, Job
-from app.queries import dataset_rows, job_checkpoints, job_metrics, list_datasets, list_jobs
+from app.queries import job_checkpoints, job_metrics, list_datasets, list_jobs
 from app.web.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from app.web.events import job_event_stream
 from app.web.serialize import (
@@ -71,31 +79,47 @@ def post_model(body: ModelIn, session: SessionDep, user: AdminUser) -> dict:
 
 
 @router.post("/datasets", status_code=201)
-async def post_dataset(
+def post_dataset(
     file: UploadFile,
     session: SessionDep,
     settings: SettingsDep,
     user: CurrentUser,
     name: Annotated[str | None, Form()] = None,
-    kind: Annotated[str, Form()] = "sft",
+    kind: Annotated[str | None, Form()] = None,
+    format: Annotated[str | None, Form()] = None,
+    skip_invalid: Annotated[bool, Form()] = False,
+    encoding: Annotated[str | None, Form()] = None,
+    mapping: Annotated[str | None, Form()] = None,
 ) -> Any:
-    raw = await file.read()
+    # A plain `def`: the import streams the spooled upload (file.file) in a worker thread.
     try:
-        dataset = import_dataset(
+        options = ImportOptions(
+            name=name or None,
+            kind=kind or None,
+            format=format or None,
+            mapping=mapping_from_json(mapping),
+            encoding=encoding or None,
+            skip_invalid=skip_invalid,
+        )
+        result = import_dataset(
             session,
             user,
             filename=file.filename or "upload.json",
-            raw=raw,
-            name=name,
-            kind=kind,
+            source=file.file,
             uploads_dir=settings.uploads_dir,
+            options=options,
         )
     except ImportRefused as exc:
         session.rollback()
         return JSONResponse(
             {"detail": exc.detail, "errors": [e.as_dict() for e in exc.errors]}, status_code=422
         )
-    return dataset_json(dataset)
+    session.commit()  # before the 201, so the new id is readable as soon as the client has it
+    return {
+        **dataset_json(result.dataset),
+        "skipped": result.skipped,
+        "skipped_errors": [e.as_dict() for e in result.skipped_errors],
+    }
 
 
 @router.get("/datasets")
@@ -108,19 +132,6 @@ def get_dataset(dataset_id: int, session: SessionDep, user: CurrentUser) -> dict
     return dataset_json(get_owned(session, Dataset, dataset_id, user))
 
 
-@router.get("/datasets/{dataset_id}/rows")
-def get_dataset_rows(
-    dataset_id: int,
-    session: SessionDep,
-    user: CurrentUser,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict:
-    dataset = get_owned(session, Dataset, dataset_id, user)
-    total, rows = dataset_rows(session, dataset, offset, limit)
-    return {"total": total, "offset": offset, "rows": rows}
-
-
 @router.post("/jobs", status_code=201)
 def post_job(body: JobIn, session: SessionDep, user: CurrentUser) -> Any:
     try:
@@ -130,6 +141,18 @@ def post_job(body: JobIn, session: SessionDep, user: CurrentUser) -> Any:
     session.commit()
     broker.enqueue_job(job.id)
     return job_json(job)
+
+
+@router.post("/jobs/estimate")
+def post_job_estimate(
+    body: JobIn, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> Any:
+    """The pre-launch estimate for the body POST /api/jobs would take (nothing is created)."""
+    try:
+        spec, model, dataset = validate_request(session, user, **body.model_dump())
+    except JobRequestError as exc:
+        return JSONResponse({"detail": exc.errors}, status_code=422)
+    return estimate_for(session, spec, model, dataset, settings.device_memory_bytes)
 
 
 @router.get("/jobs")

@@ -1,14 +1,35 @@
-"""The job form, generated from TrainingSpec: one widget per field, with its help and bounds."""
+"""The job form, generated from TrainingSpec: one widget per field, with its help and bounds,
+and the adapters it applies to (the page hides and disables the others)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic.fields import FieldInfo
 
-from app.spec import HYPERPARAMETER_FIELDS, TrainingSpec, field_groups
+from app.spec import (
+    ADAPTERS,
+    HYPERPARAMETER_FIELDS,
+    TrainingSpec,
+    field_adapters,
+    field_applies,
+    field_condition,
+    field_groups,
+)
+
+ADAPTER_LABELS = {
+    "full": "Full fine-tuning (every weight)",
+    "freeze": "Freeze (train the last blocks)",
+    "lora": "LoRA",
+    "dora": "DoRA (weight-decomposed LoRA)",
+    "qlora": "QLoRA (LoRA on a 4/8-bit base)",
+    "prefix": "Prefix tuning",
+    "prompt": "Prompt tuning",
+    "ptuning": "P-tuning",
+    "ia3": "IA3",
+}
 
 
 @dataclass(frozen=True)
@@ -22,6 +43,8 @@ class Widget:
     max: float | None = None
     step: str = "any"
     pattern: str | None = None
+    adapters: tuple[str, ...] | None = None  # None: every adapter
+    when: dict[str, str] = field(default_factory=dict)
 
 
 def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
@@ -38,18 +61,42 @@ def widget_for(name: str, info: FieldInfo) -> Widget:
     label = name.replace("_", " ")
     help_text = info.description or ""
     annotation: Any = info.annotation
+    scope: dict[str, Any] = {
+        "adapters": field_adapters(name),
+        "when": {k: str(v) for k, v in field_condition(name).items()},
+    }
     if annotation is bool:
-        return Widget(name, label, help_text, "checkbox")
+        return Widget(name, label, help_text, "checkbox", **scope)
     if get_origin(annotation) is Literal:
-        return Widget(
-            name, label, help_text, "select", choices=tuple(map(str, get_args(annotation)))
-        )
+        choices = tuple(map(str, get_args(annotation)))
+        return Widget(name, label, help_text, "select", choices=choices, **scope)
     if annotation in (int, float):
         low, high = _bounds(info)
         step = "1" if annotation is int else "any"
-        return Widget(name, label, help_text, "number", min=low, max=high, step=step)
+        return Widget(name, label, help_text, "number", min=low, max=high, step=step, **scope)
     pattern = next((m.pattern for m in info.metadata if hasattr(m, "pattern")), None)
-    return Widget(name, label, help_text, "text", pattern=pattern)
+    return Widget(name, label, help_text, "text", pattern=pattern, **scope)
+
+
+def adapter_choices() -> list[tuple[str, str]]:
+    return [(adapter, ADAPTER_LABELS.get(adapter, adapter)) for adapter in ADAPTERS]
+
+
+def applicable_fields(values: dict[str, Any]) -> set[str]:
+    """The hyperparameters that apply given the form's adapter (and other conditions)."""
+    return {name for name in HYPERPARAMETER_FIELDS if field_applies(name, values)}
+
+
+def hyperparameters_from_form(values: dict[str, str]) -> dict[str, Any]:
+    """Form text to hyperparameters: only the fields that apply to the chosen adapter (the
+    others keep their defaults), and an unticked checkbox (which sends nothing) is False."""
+    hyper: dict[str, Any] = {}
+    for name in applicable_fields(values):
+        if TrainingSpec.model_fields[name].annotation is bool:
+            hyper[name] = name in values
+        elif name in values:
+            hyper[name] = values[name]
+    return hyper
 
 
 def job_form_groups() -> dict[str, list[Widget]]:
@@ -63,3 +110,45 @@ def job_form_groups() -> dict[str, list[Widget]]:
 
 def spec_defaults() -> dict[str, Any]:
     return TrainingSpec().model_dump()
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def human_count(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit} ({n:,})"
+    return f"{n:,}"
+
+
+BREAKDOWN_PARTS = ("weights", "gradients", "optimizer", "activations", "overhead")
+
+
+def estimate_display(result: dict[str, Any]) -> dict[str, Any]:
+    """Text for the estimate panel."""
+    breakdown = result.get("memory_breakdown") or {}
+    share = result.get("trainable_share")
+    return {
+        "trainable": human_count(result.get("trainable_parameters")),
+        "total": human_count(result.get("total_parameters")),
+        "share": f"{share * 100:.4g} %" if share is not None else "",
+        "memory": human_bytes(result.get("memory_bytes")),
+        "breakdown": [(part, human_bytes(breakdown[part])) for part in BREAKDOWN_PARTS]
+        if breakdown
+        else [],
+        "weight_dtype": breakdown.get("weight_dtype"),
+        "sequence_length": breakdown.get("sequence_length"),
+        "tokens": human_count(result.get("tokens_per_epoch")),
+        "device": human_bytes(result.get("device_memory_bytes"))
+        if result.get("device_memory_bytes")
+        else None,
+    }

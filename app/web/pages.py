@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, UploadFile
+from fastapi import APIRouter, Form, HTTPException, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
@@ -13,26 +13,39 @@ from app import broker
 from app.access import get_owned, get_owned_checkpoint
 from app.auth import authenticate, user_for_token
 from app.data.errors import ImportRefused
-from app.data.importer import import_dataset
-from app.exports import create_export
-from app.jobs import JobAlreadyEnded, JobRequestError, create_job, request_cancel
-from app.models import BaseModel, Dataset, Job
+from app.data.importer import ImportOptions, import_dataset
+from app.data.mapping import mapping_from_json
+from app.estimate import estimate_for
+from app.exports import ExportRequestError, create_export
+from app.jobs import (
+    JobAlreadyEnded,
+    JobRequestError,
+    create_job,
+    request_cancel,
+    validate_request,
+)
+from app.models import BaseModel, Job
 from app.queries import (
     checkpoint_exports,
-    dataset_rows,
     job_checkpoints,
     job_metrics,
     list_datasets,
     list_jobs,
 )
-from app.spec import HYPERPARAMETER_FIELDS, TrainingSpec
+from app.spec import MERGEABLE_ADAPTERS
 from app.web.deps import PageUser, SessionDep, SettingsDep
-from app.web.forms import job_form_groups, spec_defaults
+from app.web.forms import (
+    adapter_choices,
+    applicable_fields,
+    estimate_display,
+    hyperparameters_from_form,
+    job_form_groups,
+    spec_defaults,
+)
 from app.web.rendering import render
 from app.web.serialize import job_json, metric_json
 
 router = APIRouter(include_in_schema=False)
-ROWS_PER_PAGE = 20
 
 
 def _redirect(url: str) -> RedirectResponse:
@@ -90,22 +103,44 @@ def datasets_page(request: Request, session: SessionDep, user: PageUser) -> Resp
 
 
 @router.post("/datasets")
-async def upload_dataset(
+def upload_dataset(
     request: Request,
     file: UploadFile,
     session: SessionDep,
     settings: SettingsDep,
     user: PageUser,
     name: Annotated[str, Form()] = "",
+    kind: Annotated[str, Form()] = "",
+    format: Annotated[str, Form()] = "",
+    skip_invalid: Annotated[bool, Form()] = False,
+    encoding: Annotated[str, Form()] = "",
+    mapping: Annotated[str, Form()] = "",
 ) -> Response:
+    # A plain `def`: the import streams the spooled upload (file.file) in a worker thread.
+    form = {
+        "name": name,
+        "kind": kind,
+        "format": format,
+        "skip_invalid": skip_invalid,
+        "encoding": encoding,
+        "mapping": mapping,
+    }
     try:
-        dataset = import_dataset(
+        options = ImportOptions(
+            name=name or None,
+            kind=kind or None,
+            format=format or None,
+            mapping=mapping_from_json(mapping),
+            encoding=encoding or None,
+            skip_invalid=skip_invalid,
+        )
+        result = import_dataset(
             session,
             user,
             filename=file.filename or "upload.json",
-            raw=await file.read(),
-            name=name or None,
+            source=file.file,
             uploads_dir=settings.uploads_dir,
+            options=options,
         )
     except ImportRefused as exc:
         session.rollback()
@@ -113,29 +148,11 @@ async def upload_dataset(
             "user": user,
             "datasets": list_datasets(session, user),
             "refused": exc,
-            "name": name,
+            **form,  # what was sent, so the form shows it again
         }
         return render(request, "datasets.html", context, status_code=422)
     session.commit()
-    return _redirect(f"/datasets/{dataset.id}")
-
-
-@router.get("/datasets/{dataset_id}")
-def dataset_page(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser, page: int = 1
-) -> Response:
-    dataset = get_owned(session, Dataset, dataset_id, user)
-    page = max(page, 1)
-    total, rows = dataset_rows(session, dataset, (page - 1) * ROWS_PER_PAGE, ROWS_PER_PAGE)
-    context = {
-        "user": user,
-        "dataset": dataset,
-        "rows": rows,
-        "page": page,
-        "pages": max(1, -(-total // ROWS_PER_PAGE)),
-        "first_index": (page - 1) * ROWS_PER_PAGE,
-    }
-    return render(request, "dataset.html", context, block="rows")
+    return _redirect(f"/datasets/{result.dataset.id}")
 
 
 @router.get("/jobs")
@@ -146,13 +163,33 @@ def jobs_page(request: Request, session: SessionDep, user: PageUser) -> Response
 def _job_form_context(
     session: SessionDep, user: PageUser, values: dict[str, Any], errors: dict[str, str]
 ) -> dict:
+    values = {**spec_defaults(), **values}
     return {
         "user": user,
         "groups": job_form_groups(),
-        "values": {**spec_defaults(), **values},
+        "adapters": adapter_choices(),
+        "applicable": applicable_fields(values),
+        "values": values,
         "errors": errors,
         "models": session.scalars(select(BaseModel).order_by(BaseModel.id)).all(),
         "datasets": list_datasets(session, user),
+    }
+
+
+async def _job_form_values(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {k: v for k, v in form.items() if k != "csrf_token" and isinstance(v, str)}
+
+
+def _job_request(values: dict[str, str]) -> dict[str, Any]:
+    """The keyword arguments of create_job / validate_request from the form's text."""
+    dataset = values.get("dataset_id") or "0"
+    return {
+        "base_model": values.get("base_model", ""),
+        "dataset_id": int(dataset) if dataset.isdigit() else 0,
+        "method": values.get("method") or "sft",
+        "adapter": values.get("adapter") or "lora",
+        "hyperparameters": hyperparameters_from_form(values),
     }
 
 
@@ -164,23 +201,29 @@ def new_job_page(
     return render(request, "job_new.html", _job_form_context(session, user, values, {}))
 
 
+@router.post("/jobs/estimate")
+async def job_estimate_fragment(
+    request: Request, session: SessionDep, settings: SettingsDep, user: PageUser
+) -> Response:
+    """The form's live estimate panel (an HTMX fragment)."""
+    values = await _job_form_values(request)
+    context: dict[str, Any] = {"estimate": None, "problems": []}
+    try:
+        spec, model, dataset = validate_request(session, user, **_job_request(values))
+    except JobRequestError as exc:
+        context["problems"] = [(str(e["loc"][-1]), e["msg"]) for e in exc.errors]
+    else:
+        result = estimate_for(session, spec, model, dataset, settings.device_memory_bytes)
+        context["estimate"] = result
+        context["display"] = estimate_display(result)
+    return render(request, "_job_estimate.html", context)
+
+
 @router.post("/jobs")
 async def create_job_from_form(request: Request, session: SessionDep, user: PageUser) -> Response:
-    form = await request.form()
-    values = {k: v for k, v in form.items() if k != "csrf_token" and isinstance(v, str)}
-    hyper: dict[str, Any] = {k: values[k] for k in HYPERPARAMETER_FIELDS if k in values}
-    for name, info in TrainingSpec.model_fields.items():
-        if info.annotation is bool and name in HYPERPARAMETER_FIELDS:
-            hyper[name] = name in values  # an unticked checkbox sends nothing
+    values = await _job_form_values(request)
     try:
-        job = create_job(
-            session,
-            user,
-            base_model=values.get("base_model", ""),
-            dataset_id=int(values.get("dataset_id") or 0),
-            name=values.get("name") or None,
-            hyperparameters=hyper,
-        )
+        job = create_job(session, user, name=values.get("name") or None, **_job_request(values))
     except JobRequestError as exc:
         errors = {str(e["loc"][-1]): e["msg"] for e in exc.errors}
         context = _job_form_context(session, user, values, errors)
@@ -199,6 +242,7 @@ def job_page(request: Request, job_id: int, session: SessionDep, user: PageUser)
         "user": user,
         "job": job,
         "job_data": job_json(job),
+        "mergeable": job.adapter in MERGEABLE_ADAPTERS,
         "metrics": [metric_json(m) for m in job_metrics(session, job.id)],
         "checkpoints": checkpoints,
         "exports_by_checkpoint": {
@@ -223,7 +267,10 @@ def export_from_page(
     request: Request, checkpoint_id: int, session: SessionDep, user: PageUser
 ) -> Response:
     checkpoint = get_owned_checkpoint(session, checkpoint_id, user)
-    export = create_export(session, user, checkpoint, "merged")
+    try:
+        export = create_export(session, user, checkpoint, "merged")
+    except ExportRequestError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
     session.commit()
     broker.enqueue_export(export.id)
     return _redirect(f"/jobs/{checkpoint.job_id}")

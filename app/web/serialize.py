@@ -20,6 +20,10 @@ def dataset_json(dataset: Dataset) -> dict[str, Any]:
         "format": dataset.format,
         "num_rows": dataset.num_rows,
         "status": dataset.status,
+        "detection": dataset.detection,
+        "parent_id": dataset.parent_id,
+        "operation": dataset.operation,
+        "content_hash": dataset.content_hash,
         "created_at": dataset.created_at.isoformat(),
     }
 

@@ -8,12 +8,20 @@ import pytest
 from pydantic import ValidationError
 
 from app.spec import HYPERPARAMETER_FIELDS, STUDIO_ONLY_FIELDS, TrainingSpec
-from worker.training.mapping import LORA_CONFIG_FIELDS, SFT_CONFIG_FIELDS, lora_config, sft_config
+from worker.training.mapping import (
+    ADAPTER_FIELDS,
+    SFT_CONFIG_FIELDS,
+    SFT_CONFIG_RENAMED,
+    lora_config,
+    sft_config,
+)
 
 
 def test_every_spec_field_is_mapped_or_studio_only() -> None:
-    mapped = set(SFT_CONFIG_FIELDS) | set(LORA_CONFIG_FIELDS) | STUDIO_ONLY_FIELDS
+    groups = [SFT_CONFIG_FIELDS, SFT_CONFIG_RENAMED, ADAPTER_FIELDS, STUDIO_ONLY_FIELDS]
+    mapped = set().union(*groups)
     assert set(TrainingSpec.model_fields) == mapped
+    assert sum(len(set(g)) for g in groups) == len(mapped), "a field is mapped twice"
     assert set(HYPERPARAMETER_FIELDS) == set(TrainingSpec.model_fields) - STUDIO_ONLY_FIELDS
 
 
@@ -22,10 +30,18 @@ def test_every_field_has_help_text() -> None:
 
 
 def test_sft_config_carries_the_spec(tmp_path: Path) -> None:
-    spec = TrainingSpec(max_steps=30, learning_rate=1e-4, warmup_steps=0.1, logging_steps=3)
+    spec = TrainingSpec(
+        max_steps=30,
+        learning_rate=1e-4,
+        warmup_steps=0.1,
+        logging_steps=3,
+        gradient_checkpointing=True,
+    )
     config = sft_config(spec, tmp_path, use_cpu=True)
     for name in SFT_CONFIG_FIELDS:
         assert getattr(config, name) == getattr(spec, name), name
+    for ours, theirs in SFT_CONFIG_RENAMED.items():
+        assert getattr(config, theirs) == getattr(spec, ours), ours
     assert config.output_dir == str(tmp_path)
     assert config.report_to in ([], "none", ["none"])
 

@@ -1,14 +1,36 @@
-"""Pure functions from a TrainingSpec to TRL/peft objects (no I/O, no model loading)."""
+"""Pure functions from a TrainingSpec to TRL/peft objects (no I/O, no model loading).
+
+The adapter side (peft configs, bitsandbytes, freeze plans) lives in ``worker.training.adapters``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from peft import LoraConfig, TaskType
 from trl import SFTConfig
 
 from app.spec import TrainingSpec
+from worker.training.adapters import (
+    ADAPTER_FIELDS,
+    LORA_CONFIG_FIELDS,
+    lora_config,
+    peft_config,
+    quantization_config,
+    target_modules,
+)
+
+__all__ = [
+    "ADAPTER_FIELDS",
+    "LORA_CONFIG_FIELDS",
+    "SFT_CONFIG_FIELDS",
+    "SFT_CONFIG_RENAMED",
+    "lora_config",
+    "peft_config",
+    "quantization_config",
+    "sft_config",
+    "target_modules",
+]
 
 # Spec fields passed to SFTConfig under the same name.
 SFT_CONFIG_FIELDS = (
@@ -28,29 +50,16 @@ SFT_CONFIG_FIELDS = (
     "save_steps",
     "save_total_limit",
 )
-LORA_CONFIG_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
-
-
-def target_modules(spec: TrainingSpec) -> str | list[str]:
-    if spec.lora_target_modules == "all-linear":
-        return "all-linear"
-    return [name.strip() for name in spec.lora_target_modules.split(",")]
-
-
-def lora_config(spec: TrainingSpec) -> LoraConfig:
-    return LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=spec.lora_r,
-        lora_alpha=spec.lora_alpha,
-        lora_dropout=spec.lora_dropout,
-        target_modules=target_modules(spec),
-    )
+# Spec fields passed to SFTConfig under another name: transformers 5.23 renamed
+# gradient_checkpointing (still TRL's and peft's word for it) to activation_checkpointing.
+SFT_CONFIG_RENAMED = {"gradient_checkpointing": "activation_checkpointing"}
 
 
 def sft_config(
     spec: TrainingSpec, output_dir: Path, *, has_eval: bool = False, use_cpu: bool = False
 ) -> SFTConfig:
     kwargs: dict[str, Any] = {name: getattr(spec, name) for name in SFT_CONFIG_FIELDS}
+    kwargs |= {theirs: getattr(spec, ours) for ours, theirs in SFT_CONFIG_RENAMED.items()}
     return SFTConfig(
         output_dir=str(output_dir),
         **kwargs,

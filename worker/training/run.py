@@ -7,14 +7,16 @@ error file and its exit code.
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from pathlib import Path
 
 import torch
 from datasets import Dataset as HFDataset
+from peft import prepare_model_for_kbit_training
 from sqlalchemy import select
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, set_seed
 from trl import SFTTrainer
 
 from app.db import session_scope
@@ -22,8 +24,11 @@ from app.jobs import cancel_requested
 from app.models import Checkpoint, DatasetRow, Job
 from app.settings import get_settings
 from app.spec import TrainingSpec
+from worker.training.adapters import apply_freeze, freeze_plan
 from worker.training.callbacks import StudioCallback
-from worker.training.mapping import lora_config, sft_config
+from worker.training.mapping import peft_config, quantization_config, sft_config
+
+PARAMETERS_FILE = "parameters.json"  # in the job's output dir
 
 
 def load_rows(dataset_id: int) -> list[dict]:
@@ -49,6 +54,52 @@ def build_dataset(rows: list[dict], spec: TrainingSpec) -> HFDataset:
     return HFDataset.from_list([{"messages": r["messages"]} for r in rows])
 
 
+def load_model(spec: TrainingSpec, model_path: Path, *, use_cpu: bool) -> PreTrainedModel:
+    """The base model as the adapter needs it: quantized and prepared for k-bit training (qlora),
+    with all but the last blocks frozen (freeze), or as is (full and peft adapters)."""
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path,
+        dtype=torch.float32 if use_cpu else "auto",
+        quantization_config=quantization_config(spec),
+    )
+    if spec.adapter == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=spec.gradient_checkpointing
+        )
+    plan = freeze_plan(spec, model.config.get_text_config().num_hidden_layers)
+    if plan is not None:
+        apply_freeze(model, plan)
+    return model
+
+
+def record_parameters(model: torch.nn.Module, path: Path) -> dict:
+    """Write (and print) what the run trains: the counts the pre-launch estimate predicts, and
+    the names of the trainable parameters."""
+    names = [name for name, param in model.named_parameters() if param.requires_grad]
+    if hasattr(model, "get_nb_trainable_parameters"):  # peft: counts 4-bit weights unpacked
+        trainable, total = model.get_nb_trainable_parameters()
+    else:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+    quantized: dict[str, int] = {}
+    for module in model.modules():
+        kind = type(module).__name__
+        if type(module).__module__.startswith("bitsandbytes"):
+            quantized[kind] = quantized.get(kind, 0) + 1
+    quantization = getattr(getattr(model, "config", None), "quantization_config", None)
+    record = {
+        "trainable": trainable,
+        "total": total,
+        "trainable_names": names,
+        "quantized_modules": quantized,
+        "quantization": quantization.to_dict() if hasattr(quantization, "to_dict") else None,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    print(f"trainable parameters: {trainable:,} of {total:,}", flush=True)
+    return record
+
+
 def train(job_id: int) -> None:
     settings = get_settings()
     with session_scope() as session:
@@ -64,8 +115,7 @@ def train(job_id: int) -> None:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     use_cpu = not torch.cuda.is_available()
-    dtype = torch.float32 if use_cpu else "auto"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    model = load_model(spec, model_path, use_cpu=use_cpu)
 
     output_dir = settings.jobs_dir / str(job_id) / "output"
     train_ds = build_dataset(load_rows(dataset_id), spec)
@@ -79,9 +129,10 @@ def train(job_id: int) -> None:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=lora_config(spec),
+        peft_config=peft_config(spec, model_path),
         callbacks=[StudioCallback(job_id, settings.jobs_dir)],
     )
+    record_parameters(trainer.model, output_dir / PARAMETERS_FILE)
     trainer.train()
 
     with session_scope() as session:

@@ -1,0 +1,295 @@
+"""The pre-launch estimate of a job: parameters (exact, from app.architecture), memory
+(an estimate: weights + gradients + optimizer state + activations) and tokens per epoch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.architecture import (
+    DTYPE_BYTES,
+    Architecture,
+    EstimateUnavailable,
+    ParameterCount,
+    architecture,
+    count_parameters,
+    model_conflicts,
+    read_config,
+    targeted,
+)
+from app.models import BaseModel, Dataset, DatasetRow
+from app.spec import TrainingSpec
+
+GIB = 1024**3
+CHUNKED_LOSS_TOKENS = 256  # TRL's chunked_nll computes the head's logits 256 tokens at a time
+ALLOCATOR_OVERHEAD = 0.10  # fragmentation, temporary buffers, kernels' workspaces
+SAMPLE_ROWS = 5000  # rows read to estimate tokens when no tokenizer statistics are cached
+CHARS_PER_TOKEN = 4
+
+
+def _optimizer_state_bytes(spec: TrainingSpec, param_bytes: int) -> float:
+    """Per trainable parameter. AdamW keeps two moments in the parameter's dtype; 8-bit
+    optimizers one byte each; Adafactor a factored second moment (small)."""
+    optim = str(getattr(spec, "optim", "adamw_torch"))
+    if "8bit" in optim:
+        return 2.0
+    if "adafactor" in optim:
+        return 0.1 * param_bytes
+    if optim.startswith("sgd"):
+        return 0.0
+    return 2.0 * param_bytes
+
+
+def _quantized_bytes(arch: Architecture, spec: TrainingSpec) -> tuple[float, int]:
+    """(bytes of the quantized block matrices, how many weights that is)."""
+    n = arch.num_layers * sum(linear.d_in * linear.d_out for linear in arch.linears)
+    rows = arch.num_layers * sum(linear.d_out for linear in arch.linears)
+    if spec.quantization_bits == 8:
+        return n + rows * 4, n  # int8 + an fp32 scale per row
+    blocks = n / 64  # one absmax per 64 weights
+    # Double quantization: 8-bit absmax values plus an fp32 constant per 256 of them.
+    double = blocks + blocks / 256 * 4 + 4
+    scales = double if spec.bnb_4bit_use_double_quant else blocks * 4
+    return n / 2 + scales, n
+
+
+def memory_breakdown(
+    arch: Architecture, spec: TrainingSpec, count: ParameterCount, seq_len: int
+) -> dict[str, Any]:
+    weight_bytes = DTYPE_BYTES[arch.dtype]
+    base = arch.total_params
+    if spec.adapter == "qlora":
+        quantized, n = _quantized_bytes(arch, spec)
+        # prepare_model_for_kbit_training casts every other weight to fp32; TRL keeps the
+        # quantized model's adapter weights in bf16.
+        param_bytes = 2
+        weights = quantized + (base - n) * 4 + count.adapter * param_bytes
+        compute = 2 if spec.quantization_bits == 8 else DTYPE_BYTES[spec.bnb_4bit_compute_dtype]
+    elif spec.adapter in ("full", "freeze"):
+        param_bytes = weight_bytes
+        weights = base * weight_bytes
+        compute = weight_bytes
+    else:
+        param_bytes = 4  # peft keeps adapter weights in fp32
+        weights = base * weight_bytes + count.adapter * param_bytes
+        compute = weight_bytes
+    gradients = count.trainable * param_bytes
+    optimizer = count.trainable * _optimizer_state_bytes(spec, param_bytes)
+    activations = activation_bytes(arch, spec, seq_len, compute)
+    subtotal = weights + gradients + optimizer + activations
+    overhead = subtotal * ALLOCATOR_OVERHEAD
+    parts = {
+        "weights": weights,
+        "gradients": gradients,
+        "optimizer": optimizer,
+        "activations": activations,
+        "overhead": overhead,
+    }
+    return {
+        **{k: math.ceil(v) for k, v in parts.items()},
+        "total": math.ceil(sum(parts.values())),
+        "weight_dtype": "nf4/fp4"
+        if spec.adapter == "qlora" and spec.quantization_bits == 4
+        else "int8"
+        if spec.adapter == "qlora"
+        else arch.dtype,
+        "sequence_length": seq_len,
+    }
+
+
+def activation_bytes(arch: Architecture, spec: TrainingSpec, seq_len: int, compute: int) -> int:
+    """Tensors kept for the backward pass, per token per block: the inputs of both norms and of
+    the projections (~4h), q/k/v (h + 2 kv), the attention output (h), the SwiGLU's gate, up,
+    activation and product (4 x intermediate); plus LoRA dropout copies of the inputs. Only the
+    blocks gradients flow through count (freeze: the trained ones). Gradient checkpointing keeps
+    one hidden state per block and recomputes one block at a time."""
+    h, inter = arch.hidden_size, arch.intermediate_size
+    per_token = 6 * h + 2 * arch.kv_dim + 4 * inter
+    if spec.adapter in ("lora", "dora", "qlora") and spec.lora_dropout > 0:
+        per_token += sum(lin.d_in for lin in targeted(arch, spec.lora_target_modules)) / max(
+            arch.num_layers, 1
+        )
+    length = seq_len
+    if spec.adapter in ("prompt", "ptuning"):
+        length += spec.num_virtual_tokens
+    tokens = spec.per_device_train_batch_size * length
+    if spec.adapter == "freeze" and not spec.freeze_train_embeddings:
+        layers = min(spec.freeze_trainable_layers, arch.num_layers)
+    else:
+        layers = arch.num_layers
+    if spec.gradient_checkpointing:
+        blocks = tokens * (layers * h + per_token) * compute
+    else:
+        blocks = tokens * layers * per_token * compute
+    # The head's logits in fp32 for the loss, one chunk of tokens at a time, and their gradient.
+    logits = min(CHUNKED_LOSS_TOKENS, tokens) * arch.vocab_size * (compute + 8)
+    embeddings = 2 * tokens * h * compute
+    return int(blocks + logits + embeddings)
+
+
+# --- tokens from the dataset ---------------------------------------------------------------
+
+
+def _chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_chars(v) for v in value)
+    return 0
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    tokens_per_epoch: int
+    longest: int  # tokens of the longest row (after truncation to max_length)
+    rows: int
+    source: str
+
+
+def dataset_tokens(
+    session: Session, dataset: Dataset, model_id: int, max_length: int
+) -> TokenCount:
+    """Tokens in one epoch: the tokenizer's counts from the dataset's cached statistics when they
+    were computed for this model, otherwise characters / 4 over (a sample of) the rows."""
+    stats = dataset.stats or {}
+    tokens = stats.get("tokens") or {}
+    params = stats.get("params") or {}
+    rows = dataset.num_rows
+    if tokens and params.get("model_id") == model_id and tokens.get("max") is not None:
+        per_row = min(float(tokens.get("mean", 0.0)), float(max_length))
+        return TokenCount(
+            tokens_per_epoch=round(per_row * rows),
+            longest=min(int(tokens["max"]), max_length),
+            rows=rows,
+            source="tokenizer (dataset statistics)"
+            + (", truncation approximated" if int(tokens["max"]) > max_length else ""),
+        )
+    sampled = total = longest = 0
+    for (data,) in session.execute(
+        select(DatasetRow.data)
+        .where(DatasetRow.dataset_id == dataset.id)
+        .order_by(DatasetRow.index)
+        .limit(SAMPLE_ROWS)
+    ):
+        n = min(math.ceil(_chars(data) / CHARS_PER_TOKEN), max_length)
+        total += n
+        longest = max(longest, n)
+        sampled += 1
+    rows = max(rows, sampled)
+    scaled = total * rows / sampled if sampled else 0
+    source = "characters / 4" + (f" (first {sampled} rows)" if sampled < rows else "")
+    return TokenCount(round(scaled), longest, rows, source)
+
+
+# --- the whole estimate --------------------------------------------------------------------
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def fit_warnings(
+    spec: TrainingSpec, memory: dict[str, Any], device_bytes: int
+) -> tuple[bool | None, list[str]]:
+    if device_bytes <= 0:
+        return None, []
+    total = memory["total"]
+    if total <= 0.9 * device_bytes:
+        return True, []
+    if total <= device_bytes:
+        return True, [
+            f"needs about {_gib(total)} of the worker's {_gib(device_bytes)}: close to the limit"
+        ]
+    hints = []
+    if memory["activations"] >= max(memory["weights"], memory["optimizer"]) / 2:
+        if spec.per_device_train_batch_size > 1:
+            hints.append(
+                "lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
+                "effective batch)"
+            )
+        hints.append("lower max_length")
+        if not spec.gradient_checkpointing and spec.adapter != "prefix":
+            hints.append("turn on gradient_checkpointing")
+    if spec.adapter in ("full", "freeze"):
+        hints.append("use a LoRA or QLoRA adapter instead of training whole weights")
+    elif spec.adapter in ("lora", "dora", "prefix", "prompt", "ptuning", "ia3"):
+        hints.append("use QLoRA to hold the base model in 4 bits")
+    elif spec.adapter == "qlora" and spec.quantization_bits == 8:
+        hints.append("quantize to 4 bits instead of 8")
+    message = (
+        f"does not fit: needs about {_gib(total)} but the worker has {_gib(device_bytes)}; "
+        + "; ".join(hints or ["pick a smaller model"])
+    )
+    return False, [message]
+
+
+def estimate(
+    arch: Architecture,
+    spec: TrainingSpec,
+    tokens: TokenCount | None,
+    device_memory_bytes: int = 0,
+) -> dict[str, Any]:
+    count = count_parameters(arch, spec)
+    seq_len = spec.max_length
+    if tokens is not None and tokens.longest > 0:
+        seq_len = min(seq_len, tokens.longest)
+    memory = memory_breakdown(arch, spec, count, seq_len)
+    fits, warnings = fit_warnings(spec, memory, device_memory_bytes)
+    warnings += [f"{field}: {reason}" for field, reason in model_conflicts(spec, arch)]
+    result: dict[str, Any] = {
+        "trainable_parameters": count.trainable,
+        "total_parameters": count.total,
+        "trainable_share": round(count.trainable / count.total, 6) if count.total else 0.0,
+        "memory_bytes": memory["total"],
+        "memory_breakdown": memory,
+        "tokens_per_epoch": tokens.tokens_per_epoch if tokens else None,
+        "tokens_source": tokens.source if tokens else None,
+        "fits": fits,
+        "device_memory_bytes": device_memory_bytes or None,
+        "warnings": warnings,
+    }
+    if tokens is not None and tokens.rows:
+        per_step = spec.per_device_train_batch_size * spec.gradient_accumulation_steps
+        result["steps_per_epoch"] = math.ceil(tokens.rows / per_step)
+    return result
+
+
+def _unavailable(reason: str) -> dict[str, Any]:
+    return {
+        "trainable_parameters": None,
+        "total_parameters": None,
+        "trainable_share": None,
+        "memory_bytes": None,
+        "memory_breakdown": None,
+        "tokens_per_epoch": None,
+        "tokens_source": None,
+        "fits": None,
+        "device_memory_bytes": None,
+        "warnings": [f"no estimate: {reason}"],
+    }
+
+
+def estimate_for(
+    session: Session,
+    spec: TrainingSpec,
+    model: BaseModel,
+    dataset: Dataset,
+    device_memory_bytes: int = 0,
+) -> dict[str, Any]:
+    """The estimate for a validated request (see ``app.jobs.validate_request``)."""
+    tokens = dataset_tokens(session, dataset, model.id, spec.max_length)
+    try:
+        arch = architecture(read_config(Path(model.path)))
+    except EstimateUnavailable as exc:
+        result = _unavailable(str(exc))
+        result["tokens_per_epoch"] = tokens.tokens_per_epoch
+        result["tokens_source"] = tokens.source
+        return result
+    return estimate(arch, spec, tokens, device_memory_bytes)

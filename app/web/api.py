@@ -26,6 +26,7 @@ from app.jobs import (
     validate_request,
 )
 from app.models import BaseModel, Dataset, Export, ExportStatus, Job
+from app.presets import PRESETS
 from app.queries import job_checkpoints, job_metrics, list_datasets, list_jobs
 from app.web.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from app.web.events import job_event_stream
@@ -63,6 +64,20 @@ class ExportIn(Body):
 @router.get("/openapi.json", include_in_schema=False)
 def get_openapi_schema(request: Request, user: CurrentUser) -> dict:
     return request.app.openapi()
+
+
+@router.get("/presets")
+def get_presets(user: CurrentUser) -> list[dict]:
+    """Named starting points; send a preset's `hyperparameters` as POST /api/jobs's."""
+    return [
+        {
+            "name": p.name,
+            "title": p.title,
+            "description": p.description,
+            "hyperparameters": p.spec().model_dump(),
+        }
+        for p in PRESETS
+    ]
 
 
 @router.get("/models")

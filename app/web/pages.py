@@ -25,6 +25,7 @@ from app.jobs import (
     validate_request,
 )
 from app.models import BaseModel, Job
+from app.presets import PRESETS, preset_values
 from app.queries import (
     checkpoint_exports,
     job_checkpoints,
@@ -173,6 +174,7 @@ def _job_form_context(
         "errors": errors,
         "models": session.scalars(select(BaseModel).order_by(BaseModel.id)).all(),
         "datasets": list_datasets(session, user),
+        "presets": PRESETS,
     }
 
 
@@ -195,10 +197,17 @@ def _job_request(values: dict[str, str]) -> dict[str, Any]:
 
 @router.get("/jobs/new")
 def new_job_page(
-    request: Request, session: SessionDep, user: PageUser, dataset_id: int | None = None
+    request: Request,
+    session: SessionDep,
+    user: PageUser,
+    dataset_id: int | None = None,
+    preset: str | None = None,
 ) -> Response:
-    values = {"dataset_id": dataset_id} if dataset_id else {}
-    return render(request, "job_new.html", _job_form_context(session, user, values, {}))
+    values: dict[str, Any] = preset_values(preset)
+    if dataset_id:
+        values["dataset_id"] = dataset_id
+    context = _job_form_context(session, user, values, {}) | {"preset": preset}
+    return render(request, "job_new.html", context)
 
 
 @router.post("/jobs/estimate")

@@ -14,8 +14,6 @@ from app import broker
 from app.access import get_owned, get_owned_checkpoint
 from app.base_models import ModelDirError, register_model
 from app.data.errors import ImportRefused
-from app.data.importer import ImportOptions, import_dataset
-from app.data.mapping import mapping_from_json
 from app.estimate import estimate_for
 from app.exports import ExportRequestError, create_export
 from app.jobs import (
@@ -38,6 +36,7 @@ from app.web.serialize import (
     metric_json,
     model_json,
 )
+from app.web.uploads import import_upload
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -106,23 +105,18 @@ def post_dataset(
     encoding: Annotated[str | None, Form()] = None,
     mapping: Annotated[str | None, Form()] = None,
 ) -> Any:
-    # A plain `def`: the import streams the spooled upload (file.file) in a worker thread.
     try:
-        options = ImportOptions(
-            name=name or None,
-            kind=kind or None,
-            format=format or None,
-            mapping=mapping_from_json(mapping),
-            encoding=encoding or None,
-            skip_invalid=skip_invalid,
-        )
-        result = import_dataset(
+        result = import_upload(
             session,
             user,
-            filename=file.filename or "upload.json",
-            source=file.file,
-            uploads_dir=settings.uploads_dir,
-            options=options,
+            settings,
+            file,
+            name=name,
+            kind=kind,
+            format=format,
+            skip_invalid=skip_invalid,
+            encoding=encoding,
+            mapping=mapping,
         )
     except ImportRefused as exc:
         session.rollback()

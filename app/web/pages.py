@@ -13,8 +13,6 @@ from app import broker
 from app.access import get_owned, get_owned_checkpoint
 from app.auth import authenticate, user_for_token
 from app.data.errors import ImportRefused
-from app.data.importer import ImportOptions, import_dataset
-from app.data.mapping import mapping_from_json
 from app.estimate import estimate_for
 from app.exports import ExportRequestError, create_export
 from app.jobs import (
@@ -45,6 +43,7 @@ from app.web.forms import (
 )
 from app.web.rendering import render
 from app.web.serialize import job_json, metric_json
+from app.web.uploads import import_upload
 
 router = APIRouter(include_in_schema=False)
 
@@ -117,7 +116,6 @@ def upload_dataset(
     encoding: Annotated[str, Form()] = "",
     mapping: Annotated[str, Form()] = "",
 ) -> Response:
-    # A plain `def`: the import streams the spooled upload (file.file) in a worker thread.
     form = {
         "name": name,
         "kind": kind,
@@ -127,21 +125,17 @@ def upload_dataset(
         "mapping": mapping,
     }
     try:
-        options = ImportOptions(
-            name=name or None,
-            kind=kind or None,
-            format=format or None,
-            mapping=mapping_from_json(mapping),
-            encoding=encoding or None,
-            skip_invalid=skip_invalid,
-        )
-        result = import_dataset(
+        result = import_upload(
             session,
             user,
-            filename=file.filename or "upload.json",
-            source=file.file,
-            uploads_dir=settings.uploads_dir,
-            options=options,
+            settings,
+            file,
+            name=name,
+            kind=kind,
+            format=format,
+            skip_invalid=skip_invalid,
+            encoding=encoding,
+            mapping=mapping,
         )
     except ImportRefused as exc:
         session.rollback()

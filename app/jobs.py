@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.access import NotFound, get_owned
 from app.architecture import check_against_model
 from app.models import TERMINAL_STATUSES, BaseModel, Dataset, Job, JobStatus, User, utcnow
-from app.spec import SPEC_VERSION, SpecConflicts, TrainingSpec
+from app.spec import METHOD_DATASET_KINDS, SPEC_VERSION, SpecConflicts, TrainingSpec
 
 
 class JobRequestError(Exception):
@@ -126,11 +126,31 @@ def validate_request(
             [{"loc": ["base_model"], "msg": f"no base model '{base_model}'", "type": "not_found"}]
         )
     dataset = _owned_dataset(session, owner, dataset_id, "dataset_id")
+    datasets = {"dataset_id": dataset}
     if eval_dataset_id is not None:
-        _owned_dataset(session, owner, eval_dataset_id, "eval_dataset_id")
+        datasets["eval_dataset_id"] = _owned_dataset(
+            session, owner, eval_dataset_id, "eval_dataset_id"
+        )
+    if errors := _dataset_kind_errors(spec.method, datasets):
+        raise JobRequestError(errors)
     if errors := check_against_model(spec, Path(model.path)):
         raise JobRequestError(errors)
     return spec, model, dataset
+
+
+def _dataset_kind_errors(method: str, datasets: dict[str, Dataset]) -> list[dict[str, Any]]:
+    """Each method trains on one kind of rows (``METHOD_DATASET_KINDS``)."""
+    kinds = METHOD_DATASET_KINDS[method]
+    return [
+        {
+            "loc": [field],
+            "msg": f"{method} trains on {' or '.join(kinds)} datasets; dataset {dataset.id} "
+            f"holds {dataset.kind} rows: upload it as {kinds[0]} or choose another method",
+            "type": "wrong_kind",
+        }
+        for field, dataset in datasets.items()
+        if dataset.kind not in kinds
+    ]
 
 
 def _owned_dataset(session: Session, owner: User, dataset_id: int, field: str) -> Dataset:

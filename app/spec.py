@@ -4,9 +4,10 @@ The job form is generated from it, the API validates against it, the job stores
 ``spec.model_dump()`` with ``SPEC_VERSION``, and ``worker.training.mapping`` turns it into
 TRL/peft/bitsandbytes objects. Field names follow transformers/TRL/peft where those have one.
 
-Adapter knobs say which adapters they apply to (``adapters`` in the field's schema extra, and
-``when`` for a condition on another field). A knob that does not apply must keep its default:
-a request that sets it is refused with the reason, never silently ignored.
+Adapter knobs say which adapters they apply to (``adapters`` in the field's schema extra), method
+knobs which methods (``methods``), and ``when`` gives a condition on another field. A knob that
+does not apply must keep its default: a request that sets it is refused with the reason, never
+silently ignored.
 """
 
 from __future__ import annotations
@@ -17,11 +18,42 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SPEC_VERSION = 1
 
-Method = Literal["sft"]
+Method = Literal["sft", "pretrain", "dpo", "kto", "orpo", "simpo", "reward"]
 Adapter = Literal["full", "freeze", "lora", "dora", "qlora", "prefix", "prompt", "ptuning", "ia3"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 
+DpoLossType = Literal[
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+]
+
+METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
 ADAPTERS: tuple[str, ...] = Adapter.__args__  # type: ignore[attr-defined]
+# The dataset kinds (app.data.canonical.KINDS) each method trains on.
+METHOD_DATASET_KINDS: dict[str, tuple[str, ...]] = {
+    "sft": ("sft",),
+    "pretrain": ("text",),
+    "dpo": ("preference",),
+    "kto": ("kto",),
+    "orpo": ("preference",),
+    "simpo": ("preference",),
+    "reward": ("preference",),
+}
+# Methods that compare a chosen with a rejected answer through a policy (and beta).
+PREFERENCE_METHODS = ("dpo", "orpo", "simpo")
+BETA_METHODS = (*PREFERENCE_METHODS, "kto")
 LORA_ADAPTERS = ("lora", "dora", "qlora")
 PROMPT_LEARNING_ADAPTERS = ("prefix", "prompt", "ptuning")
 PEFT_ADAPTERS = (*LORA_ADAPTERS, *PROMPT_LEARNING_ADAPTERS, "ia3")
@@ -37,14 +69,17 @@ def knob(
     group: str = "training",
     *,
     adapters: tuple[str, ...] | None = None,
+    methods: tuple[str, ...] | None = None,
     when: dict[str, Any] | None = None,
     **bounds: Any,
 ) -> Any:
-    """A spec field with help text, the form group it is shown in, and (for adapter knobs) the
-    adapters it applies to and a condition on another field."""
+    """A spec field with help text, the form group it is shown in, and (for adapter or method
+    knobs) the adapters / methods it applies to and a condition on another field."""
     extra: dict[str, Any] = {"group": group}
     if adapters is not None:
         extra["adapters"] = list(adapters)
+    if methods is not None:
+        extra["methods"] = list(methods)
     if when is not None:
         extra["when"] = when
     return Field(default, description=help, json_schema_extra=extra, **bounds)
@@ -61,7 +96,13 @@ class SpecConflicts(ValueError):
 class TrainingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Method = knob("sft", "Training method.", "method")
+    method: Method = knob(
+        "sft",
+        "Training method: sft (instruction tuning on conversations), pretrain (continual "
+        "pretraining on raw text), dpo / orpo / simpo (preference pairs), kto (answers labelled "
+        "good or bad), reward (a reward model scoring preference pairs).",
+        "method",
+    )
     adapter: Adapter = knob(
         "lora",
         "How the weights are trained: all of them (full), the last blocks (freeze), low-rank "
@@ -93,9 +134,83 @@ class TrainingSpec(BaseModel):
         1024, "Tokens per sequence; longer rows are truncated.", ge=16, le=131072
     )
     completion_only_loss: bool = knob(
-        True, "Train only on the final assistant turn (the completion), not on the prompt."
+        True,
+        "Train only on the final assistant turn (the completion), not on the prompt.",
+        methods=("sft",),
     )
     seed: int = knob(42, "Random seed for reproducible runs.", ge=0, le=2**31 - 1)
+
+    # Preference methods (names as in TRL's DPOConfig / KTOConfig / CPOConfig / ORPOConfig).
+    beta: float = knob(
+        0.1,
+        "dpo / kto: how far the model may move from the reference (higher: stays closer); "
+        "orpo: weight of the odds-ratio term (lambda in the paper); simpo: reward scale "
+        "(the paper uses 2 to 2.5).",
+        "method",
+        methods=BETA_METHODS,
+        gt=0,
+        le=100,
+    )
+    loss_type: DpoLossType = knob(
+        "sigmoid",
+        "DPO loss: sigmoid (the paper's), ipo, hinge (SLiC), robust (noisy labels, with "
+        "label_smoothing), exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, "
+        "apo_zero, apo_down, discopop, sigmoid_norm.",
+        "method",
+        methods=("dpo",),
+    )
+    label_smoothing: float = knob(
+        0.0,
+        "DPO: assumed probability that a preference label is flipped (robust, exo_pair; "
+        "0.1 is typical for robust).",
+        "method",
+        methods=("dpo",),
+        ge=0,
+        lt=0.5,
+    )
+    desirable_weight: float = knob(
+        1.0,
+        "KTO: loss weight of answers labelled good; raise it when good answers are rarer "
+        "than bad ones.",
+        "method",
+        methods=("kto",),
+        gt=0,
+        le=100,
+    )
+    undesirable_weight: float = knob(
+        1.0,
+        "KTO: loss weight of answers labelled bad.",
+        "method",
+        methods=("kto",),
+        gt=0,
+        le=100,
+    )
+    simpo_gamma: float = knob(
+        0.5,
+        "SimPO: target reward margin between chosen and rejected answers.",
+        "method",
+        methods=("simpo",),
+        ge=0,
+        le=100,
+    )
+    cpo_alpha: float = knob(
+        0.0,
+        "SimPO: weight of an added SFT (behaviour cloning) loss on the chosen answers; "
+        "0 is pure SimPO, 1 is CPO-SimPO.",
+        "method",
+        methods=("simpo",),
+        ge=0,
+        le=100,
+    )
+    center_rewards_coefficient: float = knob(
+        0.0,
+        "Reward model: pull the mean reward towards zero with this weight (0: off; 0.01 is "
+        "common).",
+        "method",
+        methods=("reward",),
+        ge=0,
+        le=10,
+    )
 
     logging_steps: int = knob(5, "Record metrics every N steps.", "logging", ge=1, le=100_000)
     save_steps: int = knob(
@@ -261,7 +376,11 @@ class TrainingSpec(BaseModel):
             raise ValueError("warmup_steps must be a whole number of steps, or a share below 1")
         if self.max_steps > 0 and self.logging_steps > self.max_steps:
             raise ValueError("logging_steps is larger than max_steps: no metrics would be recorded")
-        problems = [*self._inapplicable_knobs(), *self._adapter_conflicts()]
+        problems = [
+            *self._inapplicable_knobs(),
+            *self._adapter_conflicts(),
+            *self._method_conflicts(),
+        ]
         if problems:
             raise SpecConflicts(problems)
         return self
@@ -272,8 +391,14 @@ class TrainingSpec(BaseModel):
         for name, info in type(self).model_fields.items():
             if values[name] == info.default or field_applies(name, values):
                 continue
-            adapters = field_adapters(name) or ()
-            if self.adapter not in adapters:
+            adapters = field_adapters(name) or ADAPTERS
+            methods = field_methods(name) or METHODS
+            if self.method not in methods:
+                reason = (
+                    f"applies to method {' / '.join(methods)}, not to {self.method}: "
+                    "leave it at its default or change the method"
+                )
+            elif self.adapter not in adapters:
                 reason = (
                     f"applies to adapter {' / '.join(adapters)}, not to {self.adapter}: "
                     "leave it at its default or change the adapter"
@@ -282,6 +407,27 @@ class TrainingSpec(BaseModel):
                 condition = ", ".join(f"{k} = {v}" for k, v in field_condition(name).items())
                 reason = f"applies only with {condition}: leave it at its default"
             problems.append((name, reason))
+        return problems
+
+    def _method_conflicts(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.method in (*BETA_METHODS, "reward") and self.adapter in PROMPT_LEARNING_ADAPTERS:
+            problems.append(
+                (
+                    "adapter",
+                    f"{self.method} cannot train {self.adapter} adapters: TRL's preference and "
+                    "reward trainers score every answer token by position, and virtual tokens "
+                    "shift those positions. Use lora, dora, qlora, ia3, freeze or full",
+                )
+            )
+        if self.method == "reward" and self.adapter == "freeze":
+            problems.append(
+                (
+                    "adapter",
+                    "a reward model needs its new score head trained, which freeze leaves "
+                    "frozen. Use lora, dora, qlora, ia3 or full",
+                )
+            )
         return problems
 
     def _adapter_conflicts(self) -> list[tuple[str, str]]:
@@ -350,18 +496,29 @@ def field_adapters(name: str) -> tuple[str, ...] | None:
     return tuple(adapters) if adapters is not None else None
 
 
+def field_methods(name: str) -> tuple[str, ...] | None:
+    """The methods a knob applies to; None: it applies to every method."""
+    methods = _extra(name).get("methods")
+    return tuple(methods) if methods is not None else None
+
+
 def field_condition(name: str) -> dict[str, Any]:
     return dict(_extra(name).get("when") or {})
 
 
 def field_applies(name: str, values: dict[str, Any]) -> bool:
-    """Whether knob ``name`` means something given the other values (adapter, conditions).
+    """Whether knob ``name`` means something given the other values (method, adapter,
+    conditions).
 
     ``values`` may hold form text: conditions compare as text.
     """
     adapters = field_adapters(name)
     adapter = str(values.get("adapter", TrainingSpec.model_fields["adapter"].default))
     if adapters is not None and adapter not in adapters:
+        return False
+    methods = field_methods(name)
+    method = str(values.get("method") or TrainingSpec.model_fields["method"].default)
+    if methods is not None and method not in methods:
         return False
     for other, expected in field_condition(name).items():
         value = values.get(other, TrainingSpec.model_fields[other].default)

@@ -12,12 +12,24 @@ from pydantic.fields import FieldInfo
 from app.spec import (
     ADAPTERS,
     HYPERPARAMETER_FIELDS,
+    METHODS,
     TrainingSpec,
     field_adapters,
     field_applies,
     field_condition,
     field_groups,
+    field_methods,
 )
+
+METHOD_LABELS = {
+    "sft": "SFT (supervised fine-tuning)",
+    "pretrain": "Continual pretraining (raw text)",
+    "dpo": "DPO (direct preference optimisation)",
+    "kto": "KTO (answers labelled good / bad)",
+    "orpo": "ORPO (odds-ratio preference, no reference model)",
+    "simpo": "SimPO (CPO with the SimPO loss)",
+    "reward": "Reward model (scores preference pairs)",
+}
 
 ADAPTER_LABELS = {
     "full": "Full fine-tuning (every weight)",
@@ -44,6 +56,7 @@ class Widget:
     step: str = "any"
     pattern: str | None = None
     adapters: tuple[str, ...] | None = None  # None: every adapter
+    methods: tuple[str, ...] | None = None  # None: every method
     when: dict[str, str] = field(default_factory=dict)
 
 
@@ -63,6 +76,7 @@ def widget_for(name: str, info: FieldInfo) -> Widget:
     annotation: Any = info.annotation
     scope: dict[str, Any] = {
         "adapters": field_adapters(name),
+        "methods": field_methods(name),
         "when": {k: str(v) for k, v in field_condition(name).items()},
     }
     if annotation is bool:
@@ -82,14 +96,18 @@ def adapter_choices() -> list[tuple[str, str]]:
     return [(adapter, ADAPTER_LABELS.get(adapter, adapter)) for adapter in ADAPTERS]
 
 
+def method_choices() -> list[tuple[str, str]]:
+    return [(method, METHOD_LABELS.get(method, method)) for method in METHODS]
+
+
 def applicable_fields(values: dict[str, Any]) -> set[str]:
-    """The hyperparameters that apply given the form's adapter (and other conditions)."""
+    """The hyperparameters that apply given the form's method and adapter (and conditions)."""
     return {name for name in HYPERPARAMETER_FIELDS if field_applies(name, values)}
 
 
 def hyperparameters_from_form(values: dict[str, str]) -> dict[str, Any]:
-    """Form text to hyperparameters: only the fields that apply to the chosen adapter (the
-    others keep their defaults), and an unticked checkbox (which sends nothing) is False."""
+    """Form text to hyperparameters: only the fields that apply to the chosen method and adapter
+    (the others keep their defaults), and an unticked checkbox (which sends nothing) is False."""
     hyper: dict[str, Any] = {}
     for name in applicable_fields(values):
         if TrainingSpec.model_fields[name].annotation is bool:

@@ -25,13 +25,9 @@ from app.jobs import (
 from app.models import BaseModel, Job
 from app.presets import PRESETS, preset_values
 from app.queries import (
-    checkpoint_exports,
-    job_checkpoints,
-    job_metrics,
     list_datasets,
     list_jobs,
 )
-from app.spec import MERGEABLE_ADAPTERS
 from app.web.deps import PageUser, SessionDep, SettingsDep
 from app.web.forms import (
     adapter_choices,
@@ -39,10 +35,10 @@ from app.web.forms import (
     estimate_display,
     hyperparameters_from_form,
     job_form_groups,
+    method_choices,
     spec_defaults,
 )
 from app.web.rendering import render
-from app.web.serialize import job_json, metric_json
 from app.web.uploads import import_upload
 
 router = APIRouter(include_in_schema=False)
@@ -150,11 +146,6 @@ def upload_dataset(
     return _redirect(f"/datasets/{result.dataset.id}")
 
 
-@router.get("/jobs")
-def jobs_page(request: Request, session: SessionDep, user: PageUser) -> Response:
-    return render(request, "jobs.html", {"user": user, "jobs": list_jobs(session, user)})
-
-
 def _job_form_context(
     session: SessionDep, user: PageUser, values: dict[str, Any], errors: dict[str, str]
 ) -> dict:
@@ -163,6 +154,7 @@ def _job_form_context(
         "user": user,
         "groups": job_form_groups(),
         "adapters": adapter_choices(),
+        "methods": method_choices(),
         "applicable": applicable_fields(values),
         "values": values,
         "errors": errors,
@@ -234,25 +226,6 @@ async def create_job_from_form(request: Request, session: SessionDep, user: Page
     session.commit()
     broker.enqueue_job(job.id)
     return _redirect(f"/jobs/{job.id}")
-
-
-@router.get("/jobs/{job_id}")
-def job_page(request: Request, job_id: int, session: SessionDep, user: PageUser) -> Response:
-    job = get_owned(session, Job, job_id, user)
-    checkpoints = job_checkpoints(session, job.id)
-    exports = checkpoint_exports(session, [c.id for c in checkpoints], user)
-    context = {
-        "user": user,
-        "job": job,
-        "job_data": job_json(job),
-        "mergeable": job.adapter in MERGEABLE_ADAPTERS,
-        "metrics": [metric_json(m) for m in job_metrics(session, job.id)],
-        "checkpoints": checkpoints,
-        "exports_by_checkpoint": {
-            c.id: [e for e in exports if e.checkpoint_id == c.id] for c in checkpoints
-        },
-    }
-    return render(request, "job.html", context, block="summary")
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -1,4 +1,4 @@
-// Job form: show only the knobs that apply to the chosen adapter (and their conditions, such as
+// Job form: show only the knobs that apply to the chosen method and adapter (and their conditions, such as
 // 4-bit-only settings), disabling the hidden ones so they are not submitted.
 (function () {
   "use strict";
@@ -8,6 +8,10 @@
   function applies(label) {
     const adapters = (label.dataset.adapters || "").split(" ");
     if (label.dataset.adapters !== undefined && !adapters.includes(form.elements.adapter.value)) {
+      return false;
+    }
+    const methods = (label.dataset.methods || "").split(" ");
+    if (label.dataset.methods !== undefined && !methods.includes(form.elements.method.value)) {
       return false;
     }
     const when = label.dataset.when ? JSON.parse(label.dataset.when) : {};
@@ -20,7 +24,7 @@
   function update() {
     // Twice: a condition may name a field that the first pass shows or hides.
     for (let pass = 0; pass < 2; pass++) {
-      form.querySelectorAll("label[data-adapters], label[data-when]").forEach((label) => {
+      form.querySelectorAll("label[data-adapters], label[data-methods], label[data-when]").forEach((label) => {
         const on = applies(label);
         label.hidden = !on;
         label.querySelectorAll("input, select, textarea").forEach((el) => { el.disabled = !on; });

@@ -7,18 +7,35 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.spec import HYPERPARAMETER_FIELDS, STUDIO_ONLY_FIELDS, TrainingSpec
+from app.spec import (
+    HYPERPARAMETER_FIELDS,
+    METHOD_DATASET_KINDS,
+    METHODS,
+    STUDIO_ONLY_FIELDS,
+    TrainingSpec,
+    field_methods,
+)
+from app.web.forms import applicable_fields
 from worker.training.mapping import (
     ADAPTER_FIELDS,
+    METHOD_CONFIG_FIELDS,
+    METHOD_CONFIGS,
     SFT_CONFIG_FIELDS,
     SFT_CONFIG_RENAMED,
     lora_config,
+    method_config,
     sft_config,
 )
 
 
 def test_every_spec_field_is_mapped_or_studio_only() -> None:
-    groups = [SFT_CONFIG_FIELDS, SFT_CONFIG_RENAMED, ADAPTER_FIELDS, STUDIO_ONLY_FIELDS]
+    groups = [
+        SFT_CONFIG_FIELDS,
+        SFT_CONFIG_RENAMED,
+        METHOD_CONFIG_FIELDS,
+        ADAPTER_FIELDS,
+        STUDIO_ONLY_FIELDS,
+    ]
     mapped = set().union(*groups)
     assert set(TrainingSpec.model_fields) == mapped
     assert sum(len(set(g)) for g in groups) == len(mapped), "a field is mapped twice"
@@ -63,8 +80,77 @@ def test_lora_config_targets() -> None:
         {"lora_target_modules": "q_proj; rm -rf"},
         {"unknown_knob": 1},
         {"method": "ppo"},
+        {"beta": 0.5},  # sft has no beta
+        {"method": "dpo", "simpo_gamma": 1.0},
+        {"method": "simpo", "loss_type": "ipo"},  # SimPO's loss is fixed
+        {"method": "kto", "completion_only_loss": False},
+        {"method": "dpo", "loss_type": "no-such-loss"},
+        {"method": "dpo", "adapter": "prefix"},
+        {"method": "reward", "adapter": "freeze"},
     ],
 )
 def test_invalid_specs_are_refused(bad: dict) -> None:
     with pytest.raises(ValidationError):
         TrainingSpec(**bad)
+
+
+def test_every_method_has_a_dataset_kind_and_a_trl_config() -> None:
+    assert set(METHOD_DATASET_KINDS) == set(METHODS) == set(METHOD_CONFIGS)
+    for name in METHOD_CONFIG_FIELDS:
+        assert field_methods(name), f"{name} does not say which methods it applies to"
+
+
+@pytest.mark.parametrize(
+    ("method", "config_class", "knobs", "expected"),
+    [
+        (
+            "pretrain",
+            "SFTConfig",
+            {},
+            {"completion_only_loss": False, "dataset_text_field": "text"},
+        ),
+        (
+            "dpo",
+            "DPOConfig",
+            {"beta": 0.3, "loss_type": "robust", "label_smoothing": 0.1},
+            {"beta": 0.3, "loss_type": ["robust"], "label_smoothing": 0.1},
+        ),
+        (
+            "kto",
+            "KTOConfig",
+            {"beta": 0.2, "desirable_weight": 1.5, "undesirable_weight": 0.5},
+            {"beta": 0.2, "desirable_weight": 1.5, "undesirable_weight": 0.5},
+        ),
+        ("orpo", "ORPOConfig", {"beta": 0.25}, {"beta": 0.25}),
+        (
+            "simpo",
+            "CPOConfig",
+            {"beta": 2.0, "simpo_gamma": 1.2},
+            {"beta": 2.0, "loss_type": "simpo", "simpo_gamma": 1.2, "cpo_alpha": 0.0},
+        ),
+        (
+            "reward",
+            "RewardConfig",
+            {"center_rewards_coefficient": 0.01},
+            {"center_rewards_coefficient": 0.01},
+        ),
+    ],
+)
+def test_method_config_carries_the_method_knobs(
+    tmp_path: Path, method: str, config_class: str, knobs: dict, expected: dict
+) -> None:
+    spec = TrainingSpec(method=method, max_steps=7, learning_rate=1e-3, max_length=128, **knobs)
+    config = method_config(spec, tmp_path, use_cpu=True)
+    assert type(config).__name__ == config_class
+    for name, value in expected.items():
+        assert getattr(config, name) == value, name
+    assert (config.max_steps, config.learning_rate, config.max_length) == (7, 1e-3, 128)
+
+
+def test_the_form_shows_only_the_knobs_of_the_chosen_method() -> None:
+    dpo = applicable_fields({"method": "dpo", "adapter": "lora"})
+    assert {"beta", "loss_type", "label_smoothing", "lora_r"} <= dpo
+    assert not {"simpo_gamma", "desirable_weight", "completion_only_loss"} & dpo
+    sft = applicable_fields({"method": "sft", "adapter": "lora"})
+    assert "completion_only_loss" in sft and "beta" not in sft
+    assert "simpo_gamma" in applicable_fields({"method": "simpo", "adapter": "full"})

@@ -65,10 +65,15 @@ def target_modules(value: str) -> str | list[str]:
     return "all-linear" if value == "all-linear" else module_list(value)
 
 
+def task_type(spec: TrainingSpec) -> TaskType:
+    """A reward model is a sequence classifier (peft then also trains its new score head)."""
+    return TaskType.SEQ_CLS if spec.method == "reward" else TaskType.CAUSAL_LM
+
+
 def lora_config(spec: TrainingSpec) -> LoraConfig:
     """LoRA for lora and qlora; DoRA (``use_dora``) for dora."""
     return LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=task_type(spec),
         r=spec.lora_r,
         lora_alpha=spec.lora_alpha,
         lora_dropout=spec.lora_dropout,
@@ -94,7 +99,7 @@ def peft_config(spec: TrainingSpec, model_path: Path | None = None) -> PeftConfi
     )
     if adapter == "prefix":
         return PrefixTuningConfig(
-            task_type=TaskType.CAUSAL_LM,
+            task_type=task_type(spec),
             num_virtual_tokens=spec.num_virtual_tokens,
             prefix_projection=spec.prefix_projection,
             **encoder,
@@ -105,7 +110,7 @@ def peft_config(spec: TrainingSpec, model_path: Path | None = None) -> PeftConfi
         if from_text and model_path is None:
             raise ValueError("prompt tuning from text needs the model's tokenizer (model_path)")
         return PromptTuningConfig(
-            task_type=TaskType.CAUSAL_LM,
+            task_type=task_type(spec),
             num_virtual_tokens=spec.num_virtual_tokens,
             prompt_tuning_init=init,
             prompt_tuning_init_text=spec.prompt_tuning_init_text if from_text else None,
@@ -113,7 +118,7 @@ def peft_config(spec: TrainingSpec, model_path: Path | None = None) -> PeftConfi
         )
     if adapter == "ptuning":
         return PromptEncoderConfig(
-            task_type=TaskType.CAUSAL_LM,
+            task_type=task_type(spec),
             num_virtual_tokens=spec.num_virtual_tokens,
             encoder_reparameterization_type="MLP",
             **encoder,
@@ -121,7 +126,7 @@ def peft_config(spec: TrainingSpec, model_path: Path | None = None) -> PeftConfi
     if adapter == "ia3":
         feedforward = module_list(spec.ia3_feedforward_modules)
         return IA3Config(
-            task_type=TaskType.CAUSAL_LM,
+            task_type=task_type(spec),
             target_modules=target_modules(spec.ia3_target_modules),
             feedforward_modules=feedforward,
         )

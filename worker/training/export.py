@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from app.db import session_scope
 from app.models import Export
@@ -49,13 +49,21 @@ def _save_tokenizer(source: Path, out_dir: Path, chat_template: str | None) -> N
 def merge_checkpoint(
     base_path: Path, checkpoint_dir: Path, out_dir: Path, chat_template: str | None
 ) -> None:
-    peft_type = json.loads((checkpoint_dir / "adapter_config.json").read_text()).get("peft_type")
+    adapter_config = json.loads((checkpoint_dir / "adapter_config.json").read_text())
+    peft_type = adapter_config.get("peft_type")
     if peft_type in NOT_MERGEABLE:
         raise NotMergeable(
             f"a {NOT_MERGEABLE[peft_type]} adapter adds learned virtual tokens, not a weight "
             "update: it cannot be merged into the base model; load the adapter with peft instead"
         )
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto")
+    if adapter_config.get("task_type") == "SEQ_CLS":  # a reward model: the body + its score head
+        base = AutoModelForSequenceClassification.from_pretrained(
+            base_path, dtype="auto", num_labels=1
+        )
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
+        base.config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
+    else:
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto")
     merged = PeftModel.from_pretrained(base, checkpoint_dir).merge_and_unload()
     merged.save_pretrained(out_dir)  # always safetensors in transformers 5
     _save_tokenizer(checkpoint_dir, out_dir, chat_template)

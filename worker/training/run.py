@@ -13,11 +13,9 @@ import traceback
 from pathlib import Path
 
 import torch
-from datasets import Dataset as HFDataset
 from peft import prepare_model_for_kbit_training
 from sqlalchemy import select
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, set_seed
-from trl import SFTTrainer
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from app.db import session_scope
 from app.jobs import cancel_requested
@@ -26,7 +24,8 @@ from app.settings import get_settings
 from app.spec import TrainingSpec
 from worker.training.adapters import apply_freeze, freeze_plan
 from worker.training.callbacks import StudioCallback
-from worker.training.mapping import peft_config, quantization_config, sft_config
+from worker.training.mapping import method_config, peft_config, quantization_config
+from worker.training.methods import build_dataset, model_class, model_kwargs, trainer_class
 
 PARAMETERS_FILE = "parameters.json"  # in the job's output dir
 
@@ -42,26 +41,20 @@ def load_rows(dataset_id: int) -> list[dict]:
         )
 
 
-def to_prompt_completion(row: dict) -> dict:
-    """Conversational prompt/completion: the last assistant turn is the completion."""
-    messages = row["messages"]
-    return {"prompt": messages[:-1], "completion": messages[-1:]}
-
-
-def build_dataset(rows: list[dict], spec: TrainingSpec) -> HFDataset:
-    if spec.completion_only_loss:
-        return HFDataset.from_list([to_prompt_completion(r) for r in rows])
-    return HFDataset.from_list([{"messages": r["messages"]} for r in rows])
-
-
-def load_model(spec: TrainingSpec, model_path: Path, *, use_cpu: bool) -> PreTrainedModel:
-    """The base model as the adapter needs it: quantized and prepared for k-bit training (qlora),
-    with all but the last blocks frozen (freeze), or as is (full and peft adapters)."""
-    model = AutoModelForCausalLM.from_pretrained(
+def load_model(
+    spec: TrainingSpec, model_path: Path, tokenizer: PreTrainedTokenizerBase, *, use_cpu: bool
+) -> PreTrainedModel:
+    """The base model as the method and adapter need it: a causal LM, or for a reward model the
+    same body with a new score head; quantized and prepared for k-bit training (qlora), with all
+    but the last blocks frozen (freeze), or as is (full and peft adapters)."""
+    model = model_class(spec).from_pretrained(
         model_path,
         dtype=torch.float32 if use_cpu else "auto",
         quantization_config=quantization_config(spec),
+        **model_kwargs(spec),
     )
+    if spec.method == "reward" and model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # it scores the last non-pad token
     if spec.adapter == "qlora":
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=spec.gradient_checkpointing
@@ -115,17 +108,18 @@ def train(job_id: int) -> None:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     use_cpu = not torch.cuda.is_available()
-    model = load_model(spec, model_path, use_cpu=use_cpu)
+    set_seed(spec.seed)  # a reward model's new score head is initialised while loading
+    model = load_model(spec, model_path, tokenizer, use_cpu=use_cpu)
 
     output_dir = settings.jobs_dir / str(job_id) / "output"
     train_ds = build_dataset(load_rows(dataset_id), spec)
     eval_ds = build_dataset(load_rows(eval_id), spec) if eval_id else None
-    # SFTTrainer initialises the LoRA weights before Trainer seeds the RNGs: seed first, so the
+    # The trainers initialise the LoRA weights before Trainer seeds the RNGs: seed first, so the
     # same spec gives the same run.
     set_seed(spec.seed)
-    trainer = SFTTrainer(
+    trainer = trainer_class(spec)(
         model=model,
-        args=sft_config(spec, output_dir, has_eval=eval_ds is not None, use_cpu=use_cpu),
+        args=method_config(spec, output_dir, has_eval=eval_ds is not None, use_cpu=use_cpu),
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,

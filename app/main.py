@@ -15,7 +15,7 @@ from app.access import NotFound
 from app.db import get_engine
 from app.paths import STATIC_DIR
 from app.settings import get_settings
-from app.web import api, dataset_ops, pages
+from app.web import api, dataset_ops, pages, runs_api, runs_pages
 from app.web.deps import LoginRequired
 from app.web.rendering import render
 
@@ -38,6 +38,8 @@ def create_app() -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(dataset_ops.router)  # before api/pages: it serves the dataset page
+    app.include_router(runs_api.router)
+    app.include_router(runs_pages.router)  # before pages: it serves the runs list and job page
     app.include_router(api.router)
     app.include_router(pages.router)
     _install_handlers(app, settings.max_upload_bytes)

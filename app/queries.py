@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.access import owned
-from app.models import Checkpoint, Dataset, DatasetRow, Export, Job, Metric, User
+from app.models import Checkpoint, Dataset, DatasetRow, Export, Job, JobStatus, Metric, User
 
 
 def list_datasets(session: Session, user: User) -> Sequence[Dataset]:
@@ -50,4 +50,13 @@ def job_checkpoints(session: Session, job_id: int) -> Sequence[Checkpoint]:
 def checkpoint_exports(session: Session, checkpoint_ids: list[int], user: User) -> Sequence[Export]:
     return session.scalars(
         owned(Export, user).where(Export.checkpoint_id.in_(checkpoint_ids)).order_by(Export.id)
+    ).all()
+
+
+def queued_jobs(session: Session) -> Sequence[Job]:
+    """Every queued job (all owners) in the order the workers take them: oldest first.
+
+    Callers show other owners' jobs only as a count ahead of the caller's own."""
+    return session.scalars(
+        select(Job).where(Job.status == JobStatus.queued).order_by(Job.created_at, Job.id)
     ).all()

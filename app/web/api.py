@@ -165,8 +165,24 @@ def post_job_estimate(
 
 
 @router.get("/jobs")
-def get_jobs(session: SessionDep, user: CurrentUser) -> list[dict]:
-    return [job_json(j) for j in list_jobs(session, user)]
+def get_jobs(
+    session: SessionDep,
+    user: CurrentUser,
+    status: str = "",
+    method: str = "",
+    dataset_id: str = "",
+    base_model: str = "",
+) -> list[dict]:
+    """Your jobs, newest first; each filter (status, method, dataset_id, base_model id or name)
+    narrows the list when given."""
+    from app.runs import FilterError, filter_jobs, parse_filters
+
+    try:
+        filters = parse_filters(status, method, dataset_id, base_model)
+    except FilterError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    jobs = filter_jobs(session, user, filters) if filters.active else list_jobs(session, user)
+    return [job_json(j) for j in jobs]
 
 
 @router.get("/jobs/{job_id}")

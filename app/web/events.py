@@ -2,6 +2,9 @@
 
 Each metric event carries the metric row id as its SSE id, so a reconnecting browser
 (``Last-Event-ID``) resumes exactly after the last point it drew.
+
+The training log has its own stream (``job_log_stream``): each ``log`` event carries complete
+lines and, as its SSE id, the byte offset in the log after them, so it resumes the same way.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -18,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from app.db import get_sessionmaker
 from app.models import Job
 from app.queries import job_metrics
-from app.web.serialize import job_json, metric_json
+from app.runs import log_chunk, metric_point
+from app.web.serialize import job_json
 
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
@@ -33,7 +38,7 @@ def _snapshot(job_id: int, after_id: int) -> tuple[dict[str, Any], list[dict[str
     with get_sessionmaker()() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        return job_json(job), [metric_json(m) for m in job_metrics(session, job_id, after_id)]
+        return job_json(job), [metric_point(m) for m in job_metrics(session, job_id, after_id)]
 
 
 async def _stream(request: Request, job_id: int, after_id: int) -> AsyncIterator[str]:
@@ -69,6 +74,46 @@ def job_event_stream(request: Request, job_id: int) -> StreamingResponse:
     after_id = int(last_id) if last_id.isdigit() else 0
     return StreamingResponse(
         _stream(request, job_id, after_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _job_status(job_id: int) -> str:
+    with get_sessionmaker()() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job.status.value
+
+
+async def _log_stream(request: Request, job_id: int, path: Path, offset: int) -> AsyncIterator[str]:
+    idle = 0.0
+    yield "retry: 2000\n\n"
+    while True:
+        # Read the status first: a job that has ended has written all of its log.
+        status = await run_in_threadpool(_job_status, job_id)
+        text, offset_after = await run_in_threadpool(log_chunk, path, offset)
+        if text:
+            offset = offset_after
+            idle = 0.0
+            yield _sse("log", {"text": text, "offset": offset}, offset)
+            continue  # more may be waiting: read on before sleeping
+        if status in ("succeeded", "failed", "cancelled"):
+            yield _sse("end", {"status": status})
+            return
+        if (idle := idle + POLL_SECONDS) >= KEEPALIVE_SECONDS:
+            idle = 0.0
+            yield ": keepalive\n\n"
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def job_log_stream(request: Request, job_id: int, path: Path) -> StreamingResponse:
+    """The training log as SSE; Last-Event-ID (or ?offset=) is the byte offset to resume at."""
+    last = request.headers.get("last-event-id") or request.query_params.get("offset", "")
+    return StreamingResponse(
+        _log_stream(request, job_id, path, int(last) if last.isdigit() else 0),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,0 +1,467 @@
+"""Watching and comparing runs: list filters, comparison, CSV, log tail, queue and workers.
+
+Pure domain code over the database (no web types); every function that reads a user's jobs
+takes the user and scopes by owner.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.access import owned
+from app.models import BaseModel, Job, JobStatus, Metric, User
+from app.queries import job_metrics, queued_jobs
+from app.web.serialize import metric_json
+
+# Columns every metric row has; other numeric keys come from the row's `values`.
+BASE_COLUMNS = ("id", "step", "epoch", "loss", "learning_rate", "grad_norm", "num_tokens")
+# Keys that are not curves (identifiers, axes, end-of-run totals).
+NOT_CURVES = frozenset({"id", "step", "epoch", "time"})
+MAX_LOG_TAIL = 5000
+
+
+class FilterError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunFilters:
+    status: str = ""
+    method: str = ""
+    dataset_id: int | None = None
+    base_model: str = ""
+
+    @property
+    def active(self) -> bool:
+        return bool(self.status or self.method or self.dataset_id or self.base_model)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "method": self.method,
+            "dataset_id": self.dataset_id or "",
+            "base_model": self.base_model,
+        }
+
+
+def parse_filters(
+    status: str | None = None,
+    method: str | None = None,
+    dataset_id: str | int | None = None,
+    base_model: str | int | None = None,
+) -> RunFilters:
+    """Query-string values (empty means "any") into filters; a bad value is a FilterError."""
+    status = (status or "").strip()
+    if status and status not in {s.value for s in JobStatus}:
+        raise FilterError(f"unknown status {status!r}")
+    dataset = str(dataset_id or "").strip()
+    if dataset and not dataset.isdigit():
+        raise FilterError("dataset_id must be a number")
+    return RunFilters(
+        status=status,
+        method=(method or "").strip(),
+        dataset_id=int(dataset) if dataset else None,
+        base_model=str(base_model or "").strip(),
+    )
+
+
+def filter_jobs(session: Session, user: User, filters: RunFilters) -> Sequence[Job]:
+    query = owned(Job, user)
+    if filters.status:
+        query = query.where(Job.status == JobStatus(filters.status))
+    if filters.method:
+        query = query.where(Job.method == filters.method)
+    if filters.dataset_id:
+        query = query.where(Job.dataset_id == filters.dataset_id)
+    if filters.base_model:
+        # The base model by id or by name.
+        ref = filters.base_model
+        model_ids = select(BaseModel.id).where(
+            BaseModel.id == int(ref) if ref.isdigit() else BaseModel.name == ref
+        )
+        query = query.where(Job.base_model_id.in_(model_ids))
+    return session.scalars(query.order_by(Job.id.desc())).all()
+
+
+def filter_choices(session: Session, user: User) -> dict[str, list]:
+    """What the runs list can be filtered by: the values the user's jobs actually have."""
+    jobs = session.scalars(owned(Job, user)).all()
+    return {
+        "statuses": [s.value for s in JobStatus],
+        "methods": sorted({j.method for j in jobs}),
+        "datasets": sorted({(j.dataset_id, j.dataset.name) for j in jobs}),
+        "base_models": sorted({j.base_model.name for j in jobs}),
+    }
+
+
+# --- metric series -----------------------------------------------------------------------
+
+
+def metric_point(metric: Metric) -> dict[str, Any]:
+    """A metric row as the pages and the stream send it: metric_json plus its wall time."""
+    point = metric_json(metric)
+    point["time"] = metric.created_at.timestamp() if metric.created_at else None
+    return point
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def curve_keys(points: Iterable[dict[str, Any]]) -> list[str]:
+    """Every numeric key some point has a value for, in a stable, readable order."""
+    seen: dict[str, None] = {}
+    for point in points:
+        for key, value in point.items():
+            if key not in NOT_CURVES and _number(value):
+                seen.setdefault(key, None)
+    first = [k for k in ("loss", "eval_loss", "learning_rate", "grad_norm") if k in seen]
+    return first + sorted(k for k in seen if k not in first)
+
+
+def progress(job: Job, points: Sequence[dict[str, Any]], now: datetime | None = None) -> dict:
+    """Step, epoch, fraction done, seconds per step and ETA from the logged step timing."""
+    now = now or datetime.now(UTC)
+    timed = [p for p in points if p.get("time") is not None]
+    seconds_per_step = None
+    if len(timed) >= 2 and timed[-1]["step"] > timed[0]["step"]:
+        seconds_per_step = (timed[-1]["time"] - timed[0]["time"]) / (
+            timed[-1]["step"] - timed[0]["step"]
+        )
+    elif job.started_at and job.step:
+        started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+        seconds_per_step = (now - started).total_seconds() / job.step
+    eta = None
+    if job.status == JobStatus.running and job.max_steps and seconds_per_step is not None:
+        eta = max(0.0, (job.max_steps - job.step) * seconds_per_step)
+    epochs = [p["epoch"] for p in points if p.get("epoch") is not None]
+    return {
+        "step": job.step,
+        "max_steps": job.max_steps,
+        "fraction": (job.step / job.max_steps) if job.max_steps else None,
+        "epoch": epochs[-1] if epochs else None,
+        "seconds_per_step": seconds_per_step,
+        "eta_seconds": eta,
+    }
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def timeline(job: Job) -> list[dict[str, Any]]:
+    """The job's status timeline: created, started, finished (with the final status)."""
+    events = [{"event": "created", "at": job.created_at}]
+    if job.started_at:
+        events.append({"event": "started", "at": job.started_at})
+    if job.finished_at:
+        events.append({"event": job.status.value, "at": job.finished_at})
+    return [{"event": e["event"], "at": e["at"].isoformat()} for e in events]
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+
+def metrics_csv(points: Sequence[dict[str, Any]]) -> str:
+    """One row per logged step; the base columns first, then every other key, sorted."""
+    extra = sorted({k for p in points for k in p} - set(BASE_COLUMNS) - {"time"})
+    columns = [*BASE_COLUMNS, *extra, "time"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for point in points:
+        row = []
+        for column in columns:
+            value = point.get(column)
+            if column == "time" and value is not None:
+                value = datetime.fromtimestamp(value, UTC).isoformat()
+            row.append("" if value is None else value)
+        writer.writerow(row)
+    return out.getvalue()
+
+
+# --- compare -----------------------------------------------------------------------------
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    else:
+        out[prefix] = value
+
+
+def run_settings(job: Job) -> dict[str, Any]:
+    """Everything that configures a run, flat: method, adapter, model, datasets, the spec."""
+    flat: dict[str, Any] = {
+        "method": job.method,
+        "adapter": job.adapter,
+        "base_model": job.base_model.name,
+        "dataset_id": job.dataset_id,
+        "eval_dataset_id": job.eval_dataset_id,
+    }
+    _flatten("", job.spec or {}, flat)
+    return flat
+
+
+def hyperparameter_differences(jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """The settings whose values are not the same in every run: [{name, values: [...]}]."""
+    settings = [run_settings(j) for j in jobs]
+    names = sorted({k for s in settings for k in s})
+    missing = object()
+    rows = []
+    for name in names:
+        values = [s.get(name, missing) for s in settings]
+        if any(v != values[0] for v in values[1:]):
+            rows.append({"name": name, "values": [None if v is missing else v for v in values]})
+    return rows
+
+
+def final_metrics(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The last logged value of every curve (and the step it was logged at)."""
+    final: dict[str, Any] = {}
+    for point in points:
+        for key, value in point.items():
+            if key not in NOT_CURVES and _number(value):
+                final[key] = value
+    if points:
+        final["step"] = points[-1]["step"]
+    return final
+
+
+def parse_ids(raw: str) -> list[int]:
+    ids: list[int] = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit():
+            raise FilterError(f"ids must be numbers separated by commas, got {part!r}")
+        if int(part) not in ids:
+            ids.append(int(part))
+    if not ids:
+        raise FilterError("give the runs to compare as ids=1,2")
+    if len(ids) > 12:
+        raise FilterError("compare at most 12 runs at once")
+    return ids
+
+
+def compare_runs(session: Session, jobs: Sequence[Job]) -> dict[str, Any]:
+    runs = []
+    for job in jobs:
+        points = [metric_point(m) for m in job_metrics(session, job.id)]
+        runs.append(
+            {
+                "id": job.id,
+                "name": job.name,
+                "status": job.status.value,
+                "method": job.method,
+                "adapter": job.adapter,
+                "base_model": job.base_model.name,
+                "dataset_id": job.dataset_id,
+                "final_metrics": final_metrics(points),
+                "metrics": points,
+            }
+        )
+    keys: dict[str, None] = {}
+    for run in runs:
+        keys.update(dict.fromkeys(curve_keys(run["metrics"])))
+    final_keys = sorted({k for r in runs for k in r["final_metrics"]} - {"step"})
+    return {
+        "ids": [j.id for j in jobs],
+        "runs": runs,
+        "curves": list(keys),
+        "final_metric_keys": final_keys,
+        "differences": hyperparameter_differences(jobs),
+    }
+
+
+# --- log tail ----------------------------------------------------------------------------
+
+
+def log_path(jobs_dir: Path, job: Job) -> Path:
+    # Built from the job's integer id only, never from a user string.
+    return jobs_dir / str(int(job.id)) / "train.log"
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of the training log ('' when the process has not started)."""
+    return log_tail_at(path, lines)[0]
+
+
+def log_tail_at(path: Path, lines: int) -> tuple[str, int]:
+    """The last ``lines`` complete lines and the byte offset just after them, where a live
+    stream of the log (``log_chunk``) carries on without a gap or a repeat."""
+    lines = max(1, min(lines, MAX_LOG_TAIL))
+    if not path.exists():
+        return "", 0
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        end = size = f.tell()
+        block, data = 64 * 1024, b""
+        while size > 0 and data.count(b"\n") <= lines:
+            read = min(block, size)
+            size -= read
+            f.seek(size)
+            data = f.read(read) + data
+    complete = data.rfind(b"\n") + 1  # a line still being written comes with the stream
+    end -= len(data) - complete
+    text = data[:complete].decode("utf-8", errors="replace")
+    # Lines end at "\n" only: progress bars redraw with "\r" inside one line.
+    kept = text[:-1].split("\n")[-lines:] if text else []
+    return ("\n".join(kept) + "\n") if kept else "", end
+
+
+def screen_text(text: str) -> str:
+    """The log as a terminal shows it: a progress bar's "\r" redraws keep only the last one."""
+    out = []
+    for line in text.split("\n"):
+        parts = [p for p in line.split("\r") if p]
+        out.append(parts[-1] if parts else "")
+    return "\n".join(out)
+
+
+def log_chunk(path: Path, offset: int, limit: int = 64 * 1024) -> tuple[str, int]:
+    """Complete lines written after byte ``offset`` (at most ``limit`` bytes); the new offset."""
+    if not path.exists():
+        return "", offset
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        if offset > size:  # the log was replaced (a new attempt): start again
+            offset = 0
+        f.seek(offset)
+        data = f.read(min(limit, size - offset))
+    end = data.rfind(b"\n")
+    if end < 0:
+        return "", offset
+    return data[: end + 1].decode("utf-8", errors="replace"), offset + end + 1
+
+
+# --- queue and workers -------------------------------------------------------------------
+
+
+def queue_entries(session: Session, user: User) -> list[dict[str, Any]]:
+    """Queued jobs in the order the workers take them; the caller's with details, others
+    counted only (their position matters, their names are not the caller's to see)."""
+    entries = []
+    for position, job in enumerate(queued_jobs(session), start=1):
+        if job.owner_id == user.id:
+            entries.append(
+                {
+                    "position": position,
+                    "id": job.id,
+                    "name": job.name,
+                    "method": job.method,
+                    "created_at": job.created_at.isoformat(),
+                }
+            )
+    return entries
+
+
+def queue_position(session: Session, job: Job) -> int | None:
+    if job.status != JobStatus.queued:
+        return None
+    for position, queued in enumerate(queued_jobs(session), start=1):
+        if queued.id == job.id:
+            return position
+    return None
+
+
+def workers_from_database(session: Session, stale_after_seconds: float) -> list[dict[str, Any]]:
+    """Workers as the database knows them: the hosts that ran jobs, their current job and last
+    heartbeat; a worker with a running job whose heartbeat is old is marked stalled."""
+    now = datetime.now(UTC)
+    jobs = session.scalars(
+        select(Job).where(Job.worker.is_not(None)).order_by(Job.started_at.desc(), Job.id.desc())
+    ).all()
+    workers: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        name = job.worker or ""
+        entry = workers.setdefault(
+            name,
+            {
+                "name": name,
+                "current_job": None,
+                "heartbeat_at": None,
+                "last_seen": None,
+                "stalled": False,
+                "queues": [],
+            },
+        )
+        beat = job.heartbeat_at or job.finished_at or job.started_at
+        if beat is not None and beat.tzinfo is None:
+            beat = beat.replace(tzinfo=UTC)
+        if beat is not None and (entry["last_seen"] is None or beat > entry["last_seen"]):
+            entry["last_seen"] = beat
+        if job.status == JobStatus.running and entry["current_job"] is None:
+            entry["current_job"] = job.id
+            entry["heartbeat_at"] = beat
+            entry["stalled"] = beat is None or (now - beat).total_seconds() > stale_after_seconds
+    result = []
+    for entry in workers.values():
+        last = entry["last_seen"]
+        entry["online"] = bool(entry["current_job"]) and not entry["stalled"]
+        entry["last_seen"] = last.isoformat() if last else None
+        entry["heartbeat_at"] = entry["heartbeat_at"].isoformat() if entry["heartbeat_at"] else None
+        result.append(entry)
+    return result
+
+
+def workers_from_celery(celery: Any, timeout: float = 1.0) -> list[dict[str, Any]] | None:
+    """Workers answering a Celery broadcast, or None when the broker has no broadcast."""
+    try:
+        inspect = celery.control.inspect(timeout=timeout)
+        ping = inspect.ping() or {}
+        if not ping:
+            return None
+        queues = inspect.active_queues() or {}
+        active = inspect.active() or {}
+    except Exception:
+        return None
+    workers = []
+    for name in sorted(ping):
+        tasks = active.get(name) or []
+        current = None
+        for task in tasks:
+            args = task.get("args") or []
+            if task.get("name") == "worker.tasks.run_job" and args:
+                current = args[0]
+        workers.append(
+            {
+                "name": name,
+                "online": True,
+                "stalled": False,
+                "queues": [q.get("name") for q in queues.get(name) or []],
+                "current_job": current,
+                "active_tasks": len(tasks),
+            }
+        )
+    return workers
+
+
+def hide_others_jobs(session: Session, user: User, workers: list[dict[str, Any]]) -> None:
+    """A worker's current job is shown by id only to its owner; others see the worker busy."""
+    ids = [w["current_job"] for w in workers if isinstance(w.get("current_job"), int)]
+    mine = set(session.scalars(select(Job.id).where(Job.id.in_(ids), Job.owner_id == user.id)))
+    for worker in workers:
+        worker["busy"] = worker.get("current_job") is not None
+        if worker.get("current_job") not in mine:
+            worker["current_job"] = None

@@ -1,0 +1,64 @@
+"""Helpers shared by the runs tests and the runs browser test (tests/e2e): a dataset, job
+submission, and two short trainings that differ only in learning rate, trained once per test
+session however many folders ask for them (each costs ~10 s of imports)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from tests.conftest import Account, wait_for_job
+
+ROWS = "\n".join(
+    json.dumps({"instruction": f"Count to {i}.", "output": " ".join(map(str, range(1, i + 2)))})
+    for i in range(40)
+).encode()
+MAX_STEPS = 6
+LEARNING_RATES = (1e-3, 5e-4)
+
+
+@dataclass
+class TwoRuns:
+    dataset_id: int
+    ids: list[int]
+    model: str
+
+
+_TRAINED: list[TwoRuns] = []
+
+
+def upload(client, account: Account, name: str = "count.jsonl") -> int:
+    response = client.post("/api/datasets", headers=account.headers, files={"file": (name, ROWS)})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def submit(client, account: Account, model: str, dataset_id: int, **hyperparameters) -> dict:
+    body = {
+        "base_model": model,
+        "dataset_id": dataset_id,
+        "hyperparameters": {
+            "max_steps": MAX_STEPS,
+            "logging_steps": 1,
+            "save_steps": 100_000,
+            "per_device_train_batch_size": 2,
+            "max_length": 64,
+            **hyperparameters,
+        },
+    }
+    response = client.post("/api/jobs", headers=account.headers, json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def two_trained_runs(client, alice: Account, model: str) -> TwoRuns:
+    """Needs the session's worker running. Trains on the first call, then returns the same."""
+    if _TRAINED:
+        return _TRAINED[0]
+    dataset_id = upload(client, alice)
+    jobs = [submit(client, alice, model, dataset_id, learning_rate=lr) for lr in LEARNING_RATES]
+    for job in jobs:
+        final = wait_for_job(client, alice, job["id"], timeout=300)
+        assert final["status"] == "succeeded", final["error"]
+    _TRAINED.append(TwoRuns(dataset_id, [j["id"] for j in jobs], model))
+    return _TRAINED[0]

@@ -59,7 +59,7 @@ def test_adapter_choice_shows_its_knobs_and_the_estimate_follows(
     page.goto("/jobs/new")
     form = page.locator("#job-form")
     form.locator("select[name=base_model]").select_option(label=tiny_model)
-    form.locator("select[name=dataset_id]").select_option(label=f"{dataset_name} (8 rows)")
+    form.locator("select[name=dataset_id]").select_option(label=f"{dataset_name} (sft, 8 rows)")
 
     lora_r, tokens = (
         form.locator("input[name=lora_r]"),

@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.auth import user_for_token
-from app.db import get_sessionmaker
+from app.db import session_scope
 from app.models import User
 from app.settings import Settings, get_settings
 
@@ -21,15 +21,9 @@ CSRF_FIELD = "csrf_token"
 
 
 def get_session() -> Iterator[Session]:
-    session = get_sessionmaker()()
-    try:
+    """One session per request: committed when the handler succeeds, rolled back otherwise."""
+    with session_scope() as session:
         yield session
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -131,3 +131,28 @@ def test_cancel_queued_and_running_jobs_and_the_worker_is_freed(
     after = _submit(client, alice, tiny_model, dataset_id, max_steps=3)
     assert wait_for_job(client, alice, after["id"])["status"] == "succeeded"
     assert wait_for_job(client, alice, queued["id"])["started_at"] is None
+
+
+def test_rotated_checkpoints_are_forgotten(
+    client,
+    alice: Account,
+    worker: Path,
+    tiny_model: str,
+    dataset_id: int,
+) -> None:
+    body = {
+        "base_model": tiny_model,
+        "dataset_id": dataset_id,
+        "hyperparameters": {
+            "max_steps": 4,
+            "logging_steps": 1,
+            "save_steps": 1,
+            "save_total_limit": 1,
+            "per_device_train_batch_size": 2,
+            "max_length": 64,
+        },
+    }
+    job = client.post("/api/jobs", headers=alice.headers, json=body).json()
+    assert wait_for_job(client, alice, job["id"])["status"] == "succeeded"
+    checkpoints = client.get(f"/api/jobs/{job['id']}/checkpoints", headers=alice.headers).json()
+    assert [(c["step"], c["is_final"]) for c in checkpoints] == [(4, False), (4, True)]

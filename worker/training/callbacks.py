@@ -6,7 +6,7 @@ import math
 import time
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from app.db import session_scope
@@ -67,6 +67,13 @@ class StudioCallback(TrainerCallback):
             session.add(
                 Checkpoint(job_id=self.job_id, step=state.global_step, path=self._rel(path))
             )
+            # save_total_limit has already deleted the oldest directories: forget them too, so
+            # the studio never offers a checkpoint whose files are gone.
+            for old in session.scalars(
+                select(Checkpoint).where(Checkpoint.job_id == self.job_id, ~Checkpoint.is_final)
+            ):
+                if not (self.jobs_root / old.path).exists():
+                    session.delete(old)
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object

@@ -58,9 +58,14 @@ test: install-dev vendor chromium
 test-embedded:
 	$(PYTEST) -m "not slow"
 
-# The same suite against Postgres and Redis on 127.0.0.1.
+# Against Postgres and Redis on 127.0.0.1: every test that does not train, and the job pipeline
+# with a real worker (queueing, cancel, resume, chaining, alarms, streaming, comparisons). The
+# training-behaviour tests (methods, RL, exports, evaluation) run once, in test-embedded: the
+# database and broker do not change what a training step computes, and CI has 90 minutes.
+SERVICES = FTSTUDIO_TEST_DATABASE_URL=$(PG_URL) FTSTUDIO_TEST_BROKER_URL=$(REDIS_URL)
 test-services:
-	FTSTUDIO_TEST_DATABASE_URL=$(PG_URL) FTSTUDIO_TEST_BROKER_URL=$(REDIS_URL) $(PYTEST) -m "not slow"
+	$(SERVICES) $(PYTEST) -m "not slow and not worker"
+	$(SERVICES) $(PYTEST) -m "worker and not slow" tests/worker tests/runs tests/comparisons
 
 # Real-model and browser tests.
 test-slow:
@@ -71,7 +76,9 @@ test-unit:
 
 # Benchmarks print ratios against a peer measured in the same run; figures go in BENCHMARKS.md.
 bench: install-dev
+	$(FTSTUDIO) setup
 	$(PY) bench/bench_import.py
+	$(PY) bench/bench_sse.py
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.chat import library as chat_library
 from app.models import BaseModel
 
 
@@ -47,4 +48,5 @@ def register_model(session: Session, name: str, path: Path, source: str = "local
     model.path = str(path)
     model.chat_template = read_chat_template(path)
     session.flush()
+    chat_library.ensure_native(session, model)  # its template joins the library, versioned
     return model

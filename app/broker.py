@@ -13,6 +13,9 @@ from app.settings import Settings, get_settings
 
 RUN_JOB_TASK = "worker.tasks.run_job"
 RUN_EXPORT_TASK = "worker.tasks.run_export"
+RUN_EVALUATION_TASK = "worker.tasks.run_evaluation"
+RUN_COMPARISON_TASK = "worker.tasks.run_comparison"
+RUN_GENERATION_TASK = "worker.tasks.run_generation"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -56,6 +59,18 @@ def enqueue_job(job_id: int) -> None:
 
 def enqueue_export(export_id: int) -> None:
     get_celery().send_task(RUN_EXPORT_TASK, args=[export_id], queue=get_settings().queue)
+
+
+def enqueue_comparison(comparison_id: int) -> None:
+    get_celery().send_task(RUN_COMPARISON_TASK, args=[comparison_id], queue=get_settings().queue)
+
+
+def enqueue_generation(generation_id: int) -> None:
+    get_celery().send_task(RUN_GENERATION_TASK, args=[generation_id], queue=get_settings().queue)
+
+
+def enqueue_evaluation(evaluation_id: int) -> None:
+    get_celery().send_task(RUN_EVALUATION_TASK, args=[evaluation_id], queue=get_settings().queue)
 
 
 def broker_reachable() -> bool:

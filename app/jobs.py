@@ -12,12 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app.access import NotFound, get_owned
+from app import chaining
+from app.access import NotFound, get_owned, get_owned_checkpoint
 from app.architecture import check_against_model
-from app.models import TERMINAL_STATUSES, BaseModel, Dataset, Job, JobStatus, User, utcnow
+from app.chat import library as chat_library
+from app.models import (
+    TERMINAL_STATUSES,
+    BaseModel,
+    ChatTemplateVersion,
+    Checkpoint,
+    Dataset,
+    Job,
+    JobEvent,
+    JobStatus,
+    Metric,
+    User,
+    utcnow,
+)
+from app.settings import get_settings
 from app.spec import METHOD_DATASET_KINDS, SPEC_VERSION, SpecConflicts, TrainingSpec
 
 
@@ -30,6 +45,10 @@ class JobRequestError(Exception):
 
 
 class JobAlreadyEnded(Exception):
+    pass
+
+
+class ResumeRefused(Exception):
     pass
 
 
@@ -69,12 +88,14 @@ def create_job(
     session: Session,
     owner: User,
     *,
-    base_model: int | str,
+    base_model: int | str | None,
     dataset_id: int,
     method: str = "sft",
     adapter: str = "lora",
     hyperparameters: dict[str, Any] | None = None,
     eval_dataset_id: int | None = None,
+    parent_checkpoint_id: int | None = None,
+    chat_template_id: int | None = None,
     name: str | None = None,
 ) -> Job:
     spec, model, dataset = validate_request(
@@ -86,7 +107,10 @@ def create_job(
         adapter=adapter,
         hyperparameters=hyperparameters,
         eval_dataset_id=eval_dataset_id,
+        parent_checkpoint_id=parent_checkpoint_id,
+        chat_template_id=chat_template_id,
     )
+    template = pinned_template(session, owner, model, chat_template_id, parent_checkpoint_id)
     job = Job(
         owner_id=owner.id,
         name=(name or f"{spec.method}-{spec.adapter} on {dataset.name}")[:200],
@@ -97,8 +121,10 @@ def create_job(
         eval_dataset_id=eval_dataset_id,
         spec=spec.model_dump(mode="json"),
         spec_version=SPEC_VERSION,
-        chat_template=model.chat_template,
+        chat_template=template.source,  # the template lock: the worker trains with this text
+        chat_template_version_id=template.id,
         max_steps=spec.max_steps if spec.max_steps > 0 else None,
+        parent_checkpoint_id=parent_checkpoint_id,
     )
     session.add(job)
     session.flush()
@@ -109,22 +135,34 @@ def validate_request(
     session: Session,
     owner: User,
     *,
-    base_model: int | str,
+    base_model: int | str | None,
     dataset_id: int,
     method: str = "sft",
     adapter: str = "lora",
     hyperparameters: dict[str, Any] | None = None,
     eval_dataset_id: int | None = None,
+    parent_checkpoint_id: int | None = None,
+    chat_template_id: int | None = None,
     **_: Any,
 ) -> tuple[TrainingSpec, BaseModel, Dataset]:
     """The spec, base model and dataset of a job request, or JobRequestError naming the fields:
-    the spec's own rules, then what this particular model cannot take."""
+    the spec's own rules, the parent checkpoint (chaining), then what this model cannot take.
+    Without ``base_model``, a run from a parent checkpoint uses the parent's base model."""
     spec = build_spec(method, adapter, hyperparameters or {})
-    model = find_base_model(session, base_model)
+    parent = None
+    if parent_checkpoint_id is not None:
+        jobs_dir = get_settings().jobs_dir
+        parent, errors = chaining.find_parent(session, owner, parent_checkpoint_id, jobs_dir)
+        if errors:
+            raise JobRequestError(errors)
+    if base_model in (None, "") and parent is not None:
+        base_model = parent.job.base_model_id
+    model = find_base_model(session, base_model) if base_model not in (None, "") else None
     if model is None:
-        raise JobRequestError(
-            [{"loc": ["base_model"], "msg": f"no base model '{base_model}'", "type": "not_found"}]
-        )
+        msg = f"no base model '{base_model}'" if base_model else "choose a base model"
+        raise JobRequestError([{"loc": ["base_model"], "msg": msg, "type": "not_found"}])
+    if parent is not None and (errors := chaining.parent_errors(spec, model, parent)):
+        raise JobRequestError(errors)
     dataset = _owned_dataset(session, owner, dataset_id, "dataset_id")
     datasets = {"dataset_id": dataset}
     if eval_dataset_id is not None:
@@ -133,9 +171,35 @@ def validate_request(
         )
     if errors := _dataset_kind_errors(spec.method, datasets):
         raise JobRequestError(errors)
+    if spec.early_stopping_patience and eval_dataset_id is None:
+        msg = "early stopping watches the eval loss: choose an eval dataset, or set it to 0"
+        error = {"loc": _spec_loc(["early_stopping_patience"]), "msg": msg, "type": "needs_eval"}
+        raise JobRequestError([error])
     if errors := check_against_model(spec, Path(model.path)):
         raise JobRequestError(errors)
+    if errors := _reward_errors(session, owner, spec, model):
+        raise JobRequestError(errors)
+    if chat_template_id is not None:
+        pinned_template(session, owner, model, chat_template_id, None)
     return spec, model, dataset
+
+
+def pinned_template(
+    session: Session,
+    owner: User,
+    model: BaseModel,
+    chat_template_id: int | None,
+    parent_checkpoint_id: int | None,
+) -> ChatTemplateVersion:
+    """The chat template version a job pins (see app.chat.library.for_job)."""
+    parent = session.get(Checkpoint, parent_checkpoint_id) if parent_checkpoint_id else None
+    parent_version = parent.job.chat_template_version_id if parent is not None else None
+    try:
+        return chat_library.for_job(session, owner, model, chat_template_id, parent_version)
+    except NotFound:
+        msg = f"no chat template {chat_template_id}"
+        error = {"loc": ["chat_template_id"], "msg": msg, "type": "not_found"}
+        raise JobRequestError([error]) from None
 
 
 def _dataset_kind_errors(method: str, datasets: dict[str, Dataset]) -> list[dict[str, Any]]:
@@ -151,6 +215,36 @@ def _dataset_kind_errors(method: str, datasets: dict[str, Dataset]) -> list[dict
         for field, dataset in datasets.items()
         if dataset.kind not in kinds
     ]
+
+
+def _reward_errors(
+    session: Session, owner: User, spec: TrainingSpec, model: BaseModel
+) -> list[dict[str, Any]]:
+    """PPO / GRPO score answers with a reward run's checkpoint (the user's own, from a reward
+    run on the same base model, so it reads the policy's tokens) or a registered model."""
+    loc = ["hyperparameters", "reward_checkpoint_id"]
+    if spec.reward_checkpoint_id is not None:
+        try:
+            checkpoint = get_owned_checkpoint(session, spec.reward_checkpoint_id, owner)
+        except NotFound:
+            return [
+                {
+                    "loc": loc,
+                    "msg": f"no checkpoint {spec.reward_checkpoint_id}",
+                    "type": "not_found",
+                }
+            ]
+        if checkpoint.job.method != "reward":
+            method = checkpoint.job.method
+            msg = f"checkpoint {checkpoint.id} is from a {method} run, not a reward model"
+            return [{"loc": loc, "msg": msg, "type": "wrong_kind"}]
+        if checkpoint.job.base_model_id != model.id:
+            msg = "the reward model must share the policy's base model (and so its tokenizer)"
+            return [{"loc": loc, "msg": msg, "type": "mismatch"}]
+    if spec.reward_model is not None and session.get(BaseModel, spec.reward_model) is None:
+        loc = ["hyperparameters", "reward_model"]
+        return [{"loc": loc, "msg": f"no base model {spec.reward_model}", "type": "not_found"}]
+    return []
 
 
 def _owned_dataset(session: Session, owner: User, dataset_id: int, field: str) -> Dataset:
@@ -199,6 +293,58 @@ def request_cancel(session: Session, job: Job) -> Job:
     return job
 
 
+def resume_job(session: Session, job: Job, jobs_dir: Path) -> Job:
+    """Queue a failed or cancelled job again, to continue from its last complete checkpoint.
+
+    A new attempt (attempt + 1, as when the reaper requeues a lost worker's job): the same
+    conditional transition, so of two concurrent resumes only one wins. Metrics the stopped run
+    logged after that checkpoint are dropped: the resumed run logs those steps again. The caller
+    commits nothing more and enqueues the job."""
+    if refusal := chaining.resume_refusal(session, job, jobs_dir):
+        raise ResumeRefused(refusal)
+    checkpoint = chaining.resumable_checkpoint(session, job, jobs_dir)
+    assert checkpoint is not None
+    moved = transition(
+        session,
+        job.id,
+        to=JobStatus.queued,
+        from_=chaining.RESUMABLE_STATUSES,
+        attempt=job.attempt,
+        attempt_=job.attempt + 1,
+        resume_checkpoint_id=checkpoint.id,
+        cancel_requested=False,
+        error=None,
+        step=checkpoint.step,
+        finished_at=None,
+        heartbeat_at=None,
+    )
+    if not moved:
+        session.refresh(job)
+        raise ResumeRefused(f"job {job.id} changed meanwhile: it is {job.status.value}")
+    _rewind(session, job.id, checkpoint)
+    session.refresh(job)
+    return job
+
+
+def _rewind(session: Session, job_id: int, checkpoint: Checkpoint | None) -> None:
+    """After a requeue: forget the metrics logged past ``checkpoint`` (all of them without one),
+    since the next attempt logs those steps again, and record the resume on the timeline."""
+    step = checkpoint.step if checkpoint else 0
+    session.execute(delete(Metric).where(Metric.job_id == job_id, Metric.step > step))
+    if checkpoint is not None:
+        session.add(
+            JobEvent(
+                job_id=job_id,
+                step=step,
+                kind=chaining.RESUMED_EVENT,
+                severity="info",
+                message=f"resumed from the checkpoint at step {step}",
+                details={"checkpoint_id": checkpoint.id},
+            )
+        )
+    session.commit()
+
+
 def cancel_requested(session: Session, job_id: int) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
@@ -230,13 +376,26 @@ def reap_stale_jobs(session: Session, stale_after: timedelta) -> dict[int, JobSt
                 error=error,
             ):
                 moved[job_id] = JobStatus.failed
-        elif transition(
-            session,
-            job_id,
-            to=JobStatus.queued,
-            from_=[JobStatus.running],
-            attempt=attempt,
-            attempt_=attempt + 1,
-        ):
-            moved[job_id] = JobStatus.queued
+        else:
+            moved |= _requeue_lost(session, job_id, attempt)
     return moved
+
+
+def _requeue_lost(session: Session, job_id: int, attempt: int) -> dict[int, JobStatus]:
+    """Queue a lost worker's job again, to resume from its last complete checkpoint."""
+    job = session.get(Job, job_id)
+    assert job is not None
+    checkpoint = chaining.resumable_checkpoint(session, job, get_settings().jobs_dir)
+    if not transition(
+        session,
+        job_id,
+        to=JobStatus.queued,
+        from_=[JobStatus.running],
+        attempt=attempt,
+        attempt_=attempt + 1,
+        resume_checkpoint_id=checkpoint.id if checkpoint else None,
+        step=checkpoint.step if checkpoint else 0,
+    ):
+        return {}
+    _rewind(session, job_id, checkpoint)
+    return {job_id: JobStatus.queued}

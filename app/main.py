@@ -15,7 +15,19 @@ from app.access import NotFound
 from app.db import get_engine
 from app.paths import STATIC_DIR
 from app.settings import get_settings
-from app.web import api, dataset_ops, pages, runs_api, runs_pages
+from app.web import (
+    api,
+    chat_template_pages,
+    chat_templates_api,
+    comparison_pages,
+    comparisons_api,
+    dataset_ops,
+    evaluations_api,
+    evaluations_pages,
+    pages,
+    runs_api,
+    runs_pages,
+)
 from app.web.deps import LoginRequired
 from app.web.rendering import render
 
@@ -39,6 +51,12 @@ def create_app() -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(dataset_ops.router)  # before api/pages: it serves the dataset page
     app.include_router(runs_api.router)
+    app.include_router(chat_templates_api.router)
+    app.include_router(chat_template_pages.router)
+    app.include_router(comparisons_api.router)
+    app.include_router(comparison_pages.router)
+    app.include_router(evaluations_api.router)
+    app.include_router(evaluations_pages.router)
     app.include_router(runs_pages.router)  # before pages: it serves the runs list and job page
     app.include_router(api.router)
     app.include_router(pages.router)

@@ -6,7 +6,18 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -133,6 +144,21 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_version: Mapped[int] = mapped_column(Integer)
     chat_template: Mapped[str | None] = mapped_column(Text)
+    chat_template_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("chat_template_versions.id", name="fk_jobs_chat_template_version_id"),
+        doc="the pinned template version",
+    )
+    stop_check: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, doc="whether generations after training end with the end-of-turn token"
+    )
+    parent_checkpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("checkpoints.id", use_alter=True, name="fk_jobs_parent_checkpoint_id"),
+        doc="start from this checkpoint (chaining, e.g. SFT -> DPO)",
+    )
+    resume_checkpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("checkpoints.id", use_alter=True, name="fk_jobs_resume_checkpoint_id"),
+        doc="resume this job's own training state from this checkpoint",
+    )
     status: Mapped[JobStatus] = mapped_column(
         _enum(JobStatus), default=JobStatus.queued, index=True
     )
@@ -176,9 +202,10 @@ class Checkpoint(Base):
     step: Mapped[int] = mapped_column(Integer)
     is_final: Mapped[bool] = mapped_column(Boolean, default=False)
     path: Mapped[str] = mapped_column(Text)
+    stop_check: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    job: Mapped[Job] = relationship()
+    job: Mapped[Job] = relationship(foreign_keys=[job_id])
 
 
 class Export(Base):
@@ -193,7 +220,145 @@ class Export(Base):
     path: Mapped[str | None] = mapped_column(Text)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64))
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, doc="files with sha256, base model, spec, metrics (also in the archive)"
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     checkpoint: Mapped[Checkpoint] = relationship()
+
+
+class ChatTemplate(Base):
+    """A named chat template: a base model's own (native), a shipped one (builtin) or a user's.
+    Its text lives in versions; saving a change adds a version and jobs pin one."""
+
+    __tablename__ = "chat_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True, doc="None: visible to everyone"
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20), doc="native | builtin | user")
+    base_model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("base_models.id", ondelete="CASCADE"), doc="for native templates"
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    versions: Mapped[list[ChatTemplateVersion]] = relationship(
+        back_populates="template", order_by="ChatTemplateVersion.version"
+    )
+
+
+class ChatTemplateVersion(Base):
+    __tablename__ = "chat_template_versions"
+    __table_args__ = (UniqueConstraint("template_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(
+        ForeignKey("chat_templates.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    template: Mapped[ChatTemplate] = relationship(back_populates="versions")
+
+
+class JobEvent(Base):
+    """Something that happened to a job, shown on its timeline and chart: a health alarm (NaN
+    loss, loss spike, overfitting, exploding grad norm), early stopping, a resume."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(10), default="warning", doc="info|warning|error")
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Evaluation(Base):
+    """A checkpoint (or a base model) measured on a dataset by a worker task."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    checkpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("checkpoints.id", ondelete="CASCADE"), index=True
+    )
+    base_model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("base_models.id"), doc="set when the base model itself is evaluated"
+    )
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    metrics: Mapped[list[str]] = mapped_column(JSON, default=list, doc="the metrics asked for")
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.queued)
+    error: Mapped[str | None] = mapped_column(Text)
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Comparison(Base):
+    """Side by side: several models (the base, checkpoints across runs) answer the same prompts
+    with one set of decoding parameters; blind arena pairs are drawn from the outputs."""
+
+    __tablename__ = "comparisons"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    models: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, doc='[{"key": "base:1" | "checkpoint:7", "label": ...}]'
+    )
+    prompts: Mapped[list[Any]] = mapped_column(JSON, doc="each a list of messages")
+    decoding: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.queued)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Generation(Base):
+    """One model's answer to one conversation, streamed into ``text`` as it is generated: a cell
+    of a comparison's grid, or a playground turn."""
+
+    __tablename__ = "generations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    comparison_id: Mapped[int | None] = mapped_column(
+        ForeignKey("comparisons.id", ondelete="CASCADE"), index=True
+    )
+    prompt_index: Mapped[int | None] = mapped_column(Integer)
+    model_key: Mapped[str] = mapped_column(String(40), doc='"base:1" or "checkpoint:7"')
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    decoding: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    text: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.queued)
+    error: Mapped[str | None] = mapped_column(Text)
+    stopped: Mapped[bool | None] = mapped_column(Boolean, doc="ended with end-of-turn")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ArenaPair(Base):
+    """Two outputs for one prompt, shown blind in a random order; the user's vote."""
+
+    __tablename__ = "arena_pairs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comparison_id: Mapped[int] = mapped_column(
+        ForeignKey("comparisons.id", ondelete="CASCADE"), index=True
+    )
+    prompt_index: Mapped[int] = mapped_column(Integer)
+    a_generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
+    b_generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
+    choice: Mapped[str | None] = mapped_column(String(10), doc="a | b | tie | both_bad")
+    voted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

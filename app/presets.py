@@ -4,6 +4,13 @@ A preset only fills the form or an API body; the job still stores the full spec 
 Sources of the numbers: LoRA rank 8-64 with alpha about 2r and lr 5e-5 to 2e-4 (the LoRA and
 QLoRA papers, peft/TRL examples); full fine-tuning lr 1e-5 to 5e-5; warmup 1-5 %, cosine
 decay, gradient clipping at 1.0, 1-3 epochs.
+
+Preference methods train on an SFT'ed model (chain them from an SFT run) with a learning rate
+about ten times below SFT's, for one epoch: DPO and KTO with beta 0.1 (the DPO paper, TRL's
+defaults; TRL's KTO docs suggest lr 5e-7 to 5e-6 and weights near 1); ORPO with lambda (beta)
+0.1 as in the ORPO paper, lr 8e-6 as common ORPO recipes use; SimPO with beta 2.0 and gamma 1.0
+(gamma/beta 0.5, the SimPO authors' Llama-3 base setting); a reward model on LoRA at lr 5e-5
+with a small reward-centring term (0.01, the value TRL's RewardConfig recommends).
 """
 
 from __future__ import annotations
@@ -88,6 +95,7 @@ PRESETS: tuple[Preset, ...] = (
             "learning_rate": 2e-4,
             "num_train_epochs": 2.0,
             "gradient_checkpointing": True,
+            "optim": "paged_adamw_8bit",  # the QLoRA paper's paged optimizer
         },
     ),
     Preset(
@@ -102,6 +110,22 @@ PRESETS: tuple[Preset, ...] = (
             "warmup_steps": 0.05,
             "num_train_epochs": 2.0,
             "weight_decay": 0.01,
+        },
+    ),
+    Preset(
+        "pretrain-lora",
+        "Continual pretraining, LoRA",
+        "Raw text on LoRA rank 64 at lr 1e-4, one epoch: teach a domain's vocabulary and "
+        "facts before instruction tuning (chain an SFT run from it).",
+        {
+            **_COMMON,
+            "method": "pretrain",
+            "adapter": "lora",
+            "lora_r": 64,
+            "lora_alpha": 128,
+            "lora_dropout": 0.05,
+            "learning_rate": 1e-4,
+            "num_train_epochs": 1.0,
         },
     ),
     Preset(
@@ -120,6 +144,77 @@ PRESETS: tuple[Preset, ...] = (
     ),
 )
 
+_PREFERENCE = {
+    **_COMMON,
+    "adapter": "lora",
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "num_train_epochs": 1.0,
+}
+
+PREFERENCE_PRESETS: tuple[Preset, ...] = (
+    Preset(
+        "dpo-lora",
+        "DPO on LoRA",
+        "Sigmoid DPO, beta 0.1, lr 5e-6, one epoch: align an SFT model to chosen-over-rejected "
+        "pairs (start it from the SFT run's final model).",
+        {
+            **_PREFERENCE,
+            "method": "dpo",
+            "beta": 0.1,
+            "loss_type": "sigmoid",
+            "learning_rate": 5e-6,
+        },
+    ),
+    Preset(
+        "kto-lora",
+        "KTO on LoRA",
+        "Answers labelled good or bad, beta 0.1, equal weights, lr 5e-6; raise the desirable "
+        "weight when good answers are the rarer label.",
+        {
+            **_PREFERENCE,
+            "method": "kto",
+            "beta": 0.1,
+            "desirable_weight": 1.0,
+            "undesirable_weight": 1.0,
+            "learning_rate": 5e-6,
+        },
+    ),
+    Preset(
+        "orpo-lora",
+        "ORPO on LoRA",
+        "SFT and preference in one stage, no reference model: lambda 0.1, lr 8e-6.",
+        {**_PREFERENCE, "method": "orpo", "beta": 0.1, "learning_rate": 8e-6},
+    ),
+    Preset(
+        "simpo-lora",
+        "SimPO on LoRA",
+        "Reference-free, length-normalised: beta 2.0, target margin gamma 1.0, lr 5e-6.",
+        {
+            **_PREFERENCE,
+            "method": "simpo",
+            "beta": 2.0,
+            "simpo_gamma": 1.0,
+            "cpo_alpha": 0.0,
+            "learning_rate": 5e-6,
+        },
+    ),
+    Preset(
+        "reward-lora",
+        "Reward model on LoRA",
+        "A score head on the model, trained on preference pairs at lr 5e-5 with reward "
+        "centring 0.01: the reward for PPO or for ranking answers.",
+        {
+            **_PREFERENCE,
+            "method": "reward",
+            "center_rewards_coefficient": 0.01,
+            "learning_rate": 5e-5,
+        },
+    ),
+)
+
+PRESETS = PRESETS + PREFERENCE_PRESETS
 PRESETS_BY_NAME = {preset.name: preset for preset in PRESETS}
 
 

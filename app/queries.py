@@ -8,7 +8,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.access import owned
-from app.models import Checkpoint, Dataset, DatasetRow, Export, Job, JobStatus, Metric, User
+from app.models import (
+    Checkpoint,
+    Dataset,
+    DatasetRow,
+    Export,
+    Job,
+    JobEvent,
+    JobStatus,
+    Metric,
+    User,
+)
 
 
 def list_datasets(session: Session, user: User) -> Sequence[Dataset]:
@@ -36,6 +46,15 @@ def dataset_rows(
 def job_metrics(session: Session, job_id: int, after_id: int = 0) -> Sequence[Metric]:
     return session.scalars(
         select(Metric).where(Metric.job_id == job_id, Metric.id > after_id).order_by(Metric.id)
+    ).all()
+
+
+def job_events(session: Session, job_id: int, after_id: int = 0) -> Sequence[JobEvent]:
+    """The job's events (health alarms, early stopping, resumes) in the order they happened."""
+    return session.scalars(
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.id > after_id)
+        .order_by(JobEvent.id)
     ).all()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,15 +20,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.access import owned
-from app.models import BaseModel, Job, JobStatus, Metric, User
+from app.models import BaseModel, Job, JobEvent, JobStatus, Metric, User
 from app.queries import job_metrics, queued_jobs
-from app.web.serialize import metric_json
+from app.web.serialize import job_event_json, metric_json
 
 # Columns every metric row has; other numeric keys come from the row's `values`.
 BASE_COLUMNS = ("id", "step", "epoch", "loss", "learning_rate", "grad_norm", "num_tokens")
 # Keys that are not curves (identifiers, axes, end-of-run totals).
 NOT_CURVES = frozenset({"id", "step", "epoch", "time"})
 MAX_LOG_TAIL = 5000
+# The resolved TRL config (its to_dict), written by the training process into the output dir.
+TRAINER_CONFIG_FILE = "trainer_config.json"
 
 
 class FilterError(ValueError):
@@ -166,14 +169,28 @@ def format_duration(seconds: float | None) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-def timeline(job: Job) -> list[dict[str, Any]]:
-    """The job's status timeline: created, started, finished (with the final status)."""
-    events = [{"event": "created", "at": job.created_at}]
+def timeline(job: Job, events: Sequence[JobEvent] = ()) -> list[dict[str, Any]]:
+    """The job's history: created, started, its events (health alarms with their advice, early
+    stopping, resumes) and finished (with the final status), oldest first."""
+    entries: list[dict[str, Any]] = [{"event": "created", "at": job.created_at.isoformat()}]
     if job.started_at:
-        events.append({"event": "started", "at": job.started_at})
+        entries.append({"event": "started", "at": job.started_at.isoformat()})
+    entries += [
+        {"event": "job_event", "at": e.created_at.isoformat(), **job_event_json(e)} for e in events
+    ]
     if job.finished_at:
-        events.append({"event": job.status.value, "at": job.finished_at})
-    return [{"event": e["event"], "at": e["at"].isoformat()} for e in events]
+        entries.append({"event": job.status.value, "at": job.finished_at.isoformat()})
+    return sorted(entries, key=lambda entry: entry["at"])
+
+
+def trainer_config(jobs_dir: Path, job: Job) -> dict[str, Any] | None:
+    """The trainer config the run resolved, once its training process has started."""
+    # Built from the job's integer id only, never from a user string.
+    path = jobs_dir / str(int(job.id)) / "output" / TRAINER_CONFIG_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 # --- CSV ---------------------------------------------------------------------------------

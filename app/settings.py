@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         "'fits' (0: unknown).",
     )
     cancel_grace_seconds: float = 20.0
+    export_max_shard_bytes: int = Field(
+        default=5_000_000_000,
+        gt=0,
+        description="Merged exports split their safetensors weights into shards of at most "
+        "this many bytes (a single tensor larger than that keeps a shard of its own).",
+    )
 
     def model_post_init(self, __context: object) -> None:
         self.data_dir = self.data_dir.resolve()

@@ -12,14 +12,21 @@ silently ignored.
 
 from __future__ import annotations
 
+import ast
+import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SPEC_VERSION = 1
 
-Method = Literal["sft", "pretrain", "dpo", "kto", "orpo", "simpo", "reward"]
+Method = Literal["sft", "pretrain", "dpo", "kto", "orpo", "simpo", "reward", "ppo", "grpo"]
 Adapter = Literal["full", "freeze", "lora", "dora", "qlora", "prefix", "prompt", "ptuning", "ia3"]
+Optimizer = Literal[
+    "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adafactor"
+]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 
 DpoLossType = Literal[
@@ -50,10 +57,14 @@ METHOD_DATASET_KINDS: dict[str, tuple[str, ...]] = {
     "orpo": ("preference",),
     "simpo": ("preference",),
     "reward": ("preference",),
+    "ppo": ("prompt",),
+    "grpo": ("prompt",),
 }
 # Methods that compare a chosen with a rejected answer through a policy (and beta).
 PREFERENCE_METHODS = ("dpo", "orpo", "simpo")
-BETA_METHODS = (*PREFERENCE_METHODS, "kto")
+BETA_METHODS = (*PREFERENCE_METHODS, "kto", "grpo")
+# Methods that learn from answers the model generates during training, scored by rewards.
+RL_METHODS = ("ppo", "grpo")
 LORA_ADAPTERS = ("lora", "dora", "qlora")
 PROMPT_LEARNING_ADAPTERS = ("prefix", "prompt", "ptuning")
 PEFT_ADAPTERS = (*LORA_ADAPTERS, *PROMPT_LEARNING_ADAPTERS, "ia3")
@@ -61,6 +72,32 @@ PEFT_ADAPTERS = (*LORA_ADAPTERS, *PROMPT_LEARNING_ADAPTERS, "ia3")
 MERGEABLE_ADAPTERS = ("full", "freeze", *LORA_ADAPTERS, "ia3")
 
 MODULE_LIST = r"[A-Za-z0-9_.]+(\s*,\s*[A-Za-z0-9_.]+)*"
+
+
+class RewardRule(BaseModel):
+    """A GRPO rule reward: ``exact`` (1 when the answer equals the row's reference, ignoring case
+    and surrounding space), ``regex`` (1 when the pattern is found in the answer), ``length``
+    (1 at ``target`` characters, falling linearly to 0 at 0 and at twice the target)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["exact", "regex", "length"]
+    weight: float = Field(default=1.0, gt=0, le=100)
+    pattern: str | None = Field(default=None, max_length=200)
+    target: int | None = Field(default=None, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _needs(self) -> RewardRule:
+        if self.type == "regex":
+            if not self.pattern:
+                raise ValueError("a regex reward needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"the pattern does not compile: {exc}") from None
+        if self.type == "length" and self.target is None:
+            raise ValueError("a length reward needs a target (characters)")
+        return self
 
 
 def knob(
@@ -133,12 +170,44 @@ class TrainingSpec(BaseModel):
     max_length: int = knob(
         1024, "Tokens per sequence; longer rows are truncated.", ge=16, le=131072
     )
-    completion_only_loss: bool = knob(
+    assistant_only_loss: bool = knob(
         True,
-        "Train only on the final assistant turn (the completion), not on the prompt.",
+        "Train only on what assistant turns say (and their end-of-turn token), not on system, "
+        "user or tool text; a message's loss_weight 0 leaves it out. Off: every token.",
+        methods=("sft",),
+    )
+    completion_only_loss: bool = knob(
+        False,
+        "Train only on the final assistant turn (the completion).",
         methods=("sft",),
     )
     seed: int = knob(42, "Random seed for reproducible runs.", ge=0, le=2**31 - 1)
+    optim: Optimizer = knob(
+        "adamw_torch",
+        "Optimizer: AdamW; its 8-bit and paged variants (bitsandbytes, CUDA: much less optimizer "
+        "memory, paged also survives memory spikes; the QLoRA recipe uses paged_adamw_8bit); or "
+        "Adafactor (factored second moments, least memory).",
+    )
+    precision: Precision = knob(
+        "auto",
+        "Compute precision on a GPU: auto (bf16 where supported), bf16, fp16 (with loss "
+        "scaling) or fp32. CPU runs always compute in fp32.",
+    )
+    neftune_noise_alpha: float = knob(
+        0.0,
+        "SFT: NEFTune, uniform noise on the input embeddings while training (5 in the paper; "
+        "0: off).",
+        methods=("sft",),
+        ge=0,
+        le=100,
+    )
+    packing: bool = knob(
+        False,
+        "SFT / pretraining: pack several rows into each max_length sequence (best-fit), with "
+        "position ids restarting per row; rows do not attend to each other with flash "
+        "attention (GPU); other attention kernels see the whole packed sequence.",
+        methods=("sft", "pretrain"),
+    )
 
     # Preference methods (names as in TRL's DPOConfig / KTOConfig / CPOConfig / ORPOConfig).
     beta: float = knob(
@@ -202,6 +271,76 @@ class TrainingSpec(BaseModel):
         ge=0,
         le=100,
     )
+    # Online RL (names as in TRL's GRPOConfig and experimental PPOConfig).
+    num_generations: int = knob(
+        4,
+        "GRPO: answers sampled per prompt; each is scored against the others' mean reward. "
+        "per_device_train_batch_size must be a multiple of it.",
+        "method",
+        methods=("grpo",),
+        ge=2,
+        le=64,
+    )
+    max_completion_length: int = knob(
+        128,
+        "PPO / GRPO: tokens generated per answer during training.",
+        "method",
+        methods=RL_METHODS,
+        ge=1,
+        le=32768,
+    )
+    temperature: float = knob(
+        1.0,
+        "PPO / GRPO: sampling temperature of the answers generated during training.",
+        "method",
+        methods=RL_METHODS,
+        gt=0,
+        le=5,
+    )
+    kl_coef: float = knob(
+        0.05,
+        "PPO: weight of the KL penalty that keeps the policy near the reference model.",
+        "method",
+        methods=("ppo",),
+        ge=0,
+        le=10,
+    )
+    cliprange: float = knob(
+        0.2, "PPO: clip range of the policy ratio.", "method", methods=("ppo",), gt=0, le=1
+    )
+    vf_coef: float = knob(
+        0.1, "PPO: weight of the value-function loss.", "method", methods=("ppo",), ge=0, le=10
+    )
+    num_ppo_epochs: int = knob(
+        4,
+        "PPO: optimisation epochs over each batch of rollouts.",
+        "method",
+        methods=("ppo",),
+        ge=1,
+        le=64,
+    )
+    reward_functions: list[RewardRule] = knob(
+        [],
+        'GRPO: rule rewards as JSON, e.g. [{"type": "exact", "weight": 1}, {"type": "regex", '
+        '"pattern": "^\\d+$", "weight": 0.5}, {"type": "length", "target": 50, "weight": 0.2}]; '
+        "exact compares with each row's reference answer.",
+        "method",
+        methods=("grpo",),
+    )
+    reward_checkpoint_id: int | None = knob(
+        None,
+        "PPO / GRPO: a checkpoint of one of your reward-model runs that scores the answers.",
+        "method",
+        methods=RL_METHODS,
+        ge=1,
+    )
+    reward_model: int | None = knob(
+        None,
+        "PPO / GRPO: a registered base model (a sequence classifier) that scores the answers.",
+        "method",
+        methods=RL_METHODS,
+        ge=1,
+    )
     center_rewards_coefficient: float = knob(
         0.0,
         "Reward model: pull the mean reward towards zero with this weight (0: off; 0.01 is "
@@ -213,10 +352,34 @@ class TrainingSpec(BaseModel):
     )
 
     logging_steps: int = knob(5, "Record metrics every N steps.", "logging", ge=1, le=100_000)
+    eval_steps: int = knob(
+        0,
+        "Evaluate on the eval dataset every N steps (0: every logging_steps).",
+        "logging",
+        ge=0,
+        le=100_000,
+    )
     save_steps: int = knob(
         500, "Save a checkpoint every N steps (a final one is always saved).", "logging", ge=1
     )
     save_total_limit: int = knob(3, "Keep at most N intermediate checkpoints.", "logging", ge=1)
+    # Early stopping (names as in transformers' EarlyStoppingCallback); needs an eval dataset.
+    early_stopping_patience: int = knob(
+        0,
+        "Early stopping: end the run when the eval loss has not improved for N evaluations in a "
+        "row (0: off). Needs an eval dataset, evaluated every logging_steps; checkpoints are then "
+        "saved at evaluations and the best one becomes the final model.",
+        "logging",
+        ge=0,
+        le=1000,
+    )
+    early_stopping_threshold: float = knob(
+        0.0,
+        "Early stopping: how much the eval loss must fall to count as an improvement.",
+        "logging",
+        ge=0,
+        le=100,
+    )
 
     # LoRA family (lora, dora = LoRA with weight decomposition, qlora = LoRA on a quantized base).
     lora_r: int = knob(16, "LoRA rank.", "adapter", adapters=LORA_ADAPTERS, ge=1, le=1024)
@@ -380,6 +543,7 @@ class TrainingSpec(BaseModel):
             *self._inapplicable_knobs(),
             *self._adapter_conflicts(),
             *self._method_conflicts(),
+            *self._early_stopping_conflicts(),
         ]
         if problems:
             raise SpecConflicts(problems)
@@ -409,9 +573,54 @@ class TrainingSpec(BaseModel):
             problems.append((name, reason))
         return problems
 
+    @field_validator("reward_checkpoint_id", "reward_model", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("reward_functions", mode="before")
+    @classmethod
+    def _rules_from_text(cls, value: Any) -> Any:
+        """The form sends the rules as JSON text (or as they were shown, a Python literal)."""
+        if isinstance(value, str):
+            text = value.strip() or "[]"
+            try:
+                return json.loads(text)
+            except ValueError:
+                try:
+                    return ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    raise ValueError("reward_functions must be a JSON list of rules") from None
+        return value
+
+    def _rl_conflicts(self) -> list[tuple[str, str]]:
+        scorer = self.reward_checkpoint_id is not None or self.reward_model is not None
+        if self.reward_checkpoint_id is not None and self.reward_model is not None:
+            return [("reward_model", "choose a reward checkpoint or a reward model, not both")]
+        if self.method == "ppo" and not scorer:
+            return [("reward_checkpoint_id", "PPO needs a reward model: a reward run's checkpoint")]
+        if self.method == "grpo" and not (scorer or self.reward_functions):
+            return [("reward_functions", "GRPO needs rule rewards or a reward model")]
+        if self.method == "grpo" and self.per_device_train_batch_size % self.num_generations:
+            return [
+                (
+                    "num_generations",
+                    f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a "
+                    f"multiple of num_generations ({self.num_generations})",
+                )
+            ]
+        if self.method == "ppo" and self.adapter in (*PROMPT_LEARNING_ADAPTERS, "qlora", "ia3"):
+            return [("adapter", "PPO trains full, freeze, lora or dora policies")]
+        return []
+
     def _method_conflicts(self) -> list[tuple[str, str]]:
-        problems: list[tuple[str, str]] = []
-        if self.method in (*BETA_METHODS, "reward") and self.adapter in PROMPT_LEARNING_ADAPTERS:
+        problems: list[tuple[str, str]] = (
+            [*self._rl_conflicts()] if self.method in RL_METHODS else []
+        )
+        if (
+            self.method in (*BETA_METHODS, "reward", "ppo")
+            and self.adapter in PROMPT_LEARNING_ADAPTERS
+        ):
             problems.append(
                 (
                     "adapter",
@@ -429,6 +638,12 @@ class TrainingSpec(BaseModel):
                 )
             )
         return problems
+
+    def _early_stopping_conflicts(self) -> list[tuple[str, str]]:
+        if self.early_stopping_threshold and not self.early_stopping_patience:
+            reason = "applies only with early stopping on (early_stopping_patience above 0)"
+            return [("early_stopping_threshold", reason)]
+        return []
 
     def _adapter_conflicts(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []

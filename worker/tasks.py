@@ -8,9 +8,10 @@ from sqlalchemy import update
 
 from app.db import session_scope
 from app.jobs import cancel_requested, transition
-from app.models import Export, ExportStatus, Job, JobStatus, utcnow
+from app.models import Comparison, Export, ExportStatus, Generation, Job, JobStatus, utcnow
 from app.settings import get_settings
 from worker.celery_app import celery
+from worker.evaluation.supervise import supervise_evaluation
 from worker.supervise import run_child
 
 
@@ -103,3 +104,61 @@ def _heartbeat(job_id: int, attempt: int) -> None:
 def _cancel_requested(job_id: int) -> bool:
     with session_scope() as session:
         return cancel_requested(session, job_id)
+
+
+def _run_generation_process(kind: str, ident: int) -> str:
+    """Supervise ``worker.comparisons`` for a comparison or a playground turn; the process writes
+    each generation's progress, this records how the whole thing ended."""
+    settings = get_settings()
+    work_dir = settings.data_dir / "generations" / f"{kind}-{ident}"
+    result = run_child(
+        "worker.comparisons",
+        [kind, str(ident)],
+        log_path=work_dir / "generate.log",
+        error_path=work_dir / "error.txt",
+        heartbeat=lambda: None,
+        should_cancel=lambda: False,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        cancel_grace_seconds=settings.cancel_grace_seconds,
+    )
+    failed = result.returncode != 0
+    error = (result.error or f"exit code {result.returncode}") if failed else None
+    with session_scope() as session:
+        if kind == "comparison":
+            status = JobStatus.failed if failed else JobStatus.succeeded
+            session.execute(
+                update(Comparison)
+                .where(Comparison.id == ident)
+                .values(status=status, error=error, finished_at=utcnow())
+            )
+        # a generation the process never finished (it crashed first) fails with the reason
+        unfinished = (
+            Generation.comparison_id == ident if kind == "comparison" else Generation.id == ident
+        )
+        session.execute(
+            update(Generation)
+            .where(unfinished, Generation.status.in_([JobStatus.queued, JobStatus.running]))
+            .values(status=JobStatus.failed, error=error or "not generated", updated_at=utcnow())
+        )
+    return "failed" if failed else "succeeded"
+
+
+@celery.task(name="worker.tasks.run_comparison")
+def run_comparison(comparison_id: int) -> str:
+    with session_scope() as session:
+        moved = session.execute(
+            update(Comparison)
+            .where(Comparison.id == comparison_id, Comparison.status == JobStatus.queued)
+            .values(status=JobStatus.running)
+        ).rowcount
+    return _run_generation_process("comparison", comparison_id) if moved else "skipped"
+
+
+@celery.task(name="worker.tasks.run_generation")
+def run_generation(generation_id: int) -> str:
+    return _run_generation_process("generation", generation_id)
+
+
+@celery.task(name="worker.tasks.run_evaluation")
+def run_evaluation(evaluation_id: int) -> str:
+    return supervise_evaluation(evaluation_id)

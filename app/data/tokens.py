@@ -4,9 +4,7 @@ tokenizer (``tokenizer.json`` through the ``tokenizers`` library; never transfor
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,35 +12,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tokenizers import Tokenizer
 
-from app.chat_templates import TemplateError, plain_chat, render_chat
+from app.chat.sandbox import TemplateError, plain_chat, render_chat
+from app.chat.tokenizer import TokenizerUnavailable, load_model_tokenizer
 from app.data.rowtext import conversations, row_tools
 from app.models import BaseModel
 
-SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
-
-
-class TokenizerUnavailable(ValueError):
-    pass
-
-
-@lru_cache(maxsize=8)
-def _load_tokenizer(path: str, mtime: float) -> Tokenizer:
-    return Tokenizer.from_file(path)
-
-
-def _special_tokens(model_dir: Path) -> dict[str, str]:
-    config = model_dir / "tokenizer_config.json"
-    if not config.is_file():
-        return {}
-    data = json.loads(config.read_text())
-    found: dict[str, str] = {}
-    for key in SPECIAL_TOKEN_KEYS:
-        value = data.get(key)
-        if isinstance(value, dict):
-            value = value.get("content")
-        if isinstance(value, str):
-            found[key] = value
-    return found
+__all__ = ["TokenCounter", "TokenizerUnavailable", "find_model", "load_counter"]
 
 
 def tokenizer_file(model: BaseModel) -> Path:
@@ -101,13 +76,11 @@ class TokenCounter:
         return result
 
 
-def load_counter(model: BaseModel) -> TokenCounter:
-    path = tokenizer_file(model)
-    if not path.is_file():
-        raise TokenizerUnavailable(f"base model '{model.name}' has no tokenizer.json")
-    tokenizer = _load_tokenizer(str(path), path.stat().st_mtime)
+def load_counter(model: BaseModel, template: str | None = None) -> TokenCounter:
+    """Counts tokens as ``model`` sees rows, with ``template`` (default: its own)."""
+    loaded = load_model_tokenizer(model.path)
     return TokenCounter(
-        model.name, tokenizer, model.chat_template, _special_tokens(Path(model.path))
+        model.name, loaded.tokenizer, template or model.chat_template, loaded.special_tokens
     )
 
 

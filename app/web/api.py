@@ -10,28 +10,31 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel as Body
 from pydantic import Field
 
-from app import broker
+from app import broker, runs
 from app.access import get_owned, get_owned_checkpoint
 from app.base_models import ModelDirError, register_model
 from app.data.errors import ImportRefused
 from app.estimate import estimate_for
-from app.exports import ExportRequestError, create_export
+from app.exports import ExportRequestError, create_export, download_filename
 from app.jobs import (
     JobAlreadyEnded,
     JobRequestError,
+    ResumeRefused,
     create_job,
     request_cancel,
+    resume_job,
     validate_request,
 )
 from app.models import BaseModel, Dataset, Export, ExportStatus, Job
 from app.presets import PRESETS
-from app.queries import job_checkpoints, job_metrics, list_datasets, list_jobs
+from app.queries import job_checkpoints, job_events, job_metrics, list_datasets, list_jobs
 from app.web.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from app.web.events import job_event_stream
 from app.web.serialize import (
     checkpoint_json,
     dataset_json,
     export_json,
+    job_event_json,
     job_json,
     metric_json,
     model_json,
@@ -50,14 +53,25 @@ class JobIn(Body):
     name: str | None = Field(default=None, max_length=200)
     method: str = "sft"
     adapter: str = "lora"
-    base_model: int | str
+    base_model: int | str | None = Field(
+        default=None, description="required unless parent_checkpoint_id gives it"
+    )
     dataset_id: int
     eval_dataset_id: int | None = None
+    parent_checkpoint_id: int | None = Field(
+        default=None, description="start from this checkpoint of one of your jobs (chaining)"
+    )
+    chat_template_id: int | None = Field(
+        default=None,
+        description="train with this library template (default: the parent run's, else the "
+        "base model's own); the job pins its current version",
+    )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
 
 
 class ExportIn(Body):
-    kind: str = "merged"
+    kind: str = Field(default="merged", description="adapter | merged | gguf")
+    quantization: str | None = Field(default=None, description="gguf only: f16 (default) | q8_0")
 
 
 @router.get("/openapi.json", include_in_schema=False)
@@ -186,8 +200,16 @@ def get_jobs(
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: int, session: SessionDep, user: CurrentUser) -> dict:
-    return job_json(get_owned(session, Job, job_id, user))
+def get_job(job_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> dict:
+    """The job, its `events` (health alarms with `details.advice` and, for loss alarms, the
+    batch's dataset `details.rows`; early stopping; resumes) and the `trainer_config` the run
+    resolved (null until its training process starts)."""
+    job = get_owned(session, Job, job_id, user)
+    return {
+        **job_json(job),
+        "events": [job_event_json(e) for e in job_events(session, job.id)],
+        "trainer_config": runs.trainer_config(settings.jobs_dir, job),
+    }
 
 
 @router.get("/jobs/{job_id}/metrics")
@@ -217,6 +239,20 @@ def post_job_cancel(job_id: int, session: SessionDep, user: CurrentUser) -> dict
         raise HTTPException(409, detail=str(exc)) from exc
 
 
+@router.post("/jobs/{job_id}/resume")
+def post_job_resume(
+    job_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> dict:
+    """Queue a failed or cancelled job again from its last complete checkpoint (409 if none)."""
+    job = get_owned(session, Job, job_id, user)
+    try:
+        job = resume_job(session, job, settings.jobs_dir)
+    except ResumeRefused as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    broker.enqueue_job(job.id)
+    return job_json(job)
+
+
 @router.get("/jobs/{job_id}/checkpoints")
 def get_job_checkpoints(job_id: int, session: SessionDep, user: CurrentUser) -> list[dict]:
     job = get_owned(session, Job, job_id, user)
@@ -227,7 +263,7 @@ def get_job_checkpoints(job_id: int, session: SessionDep, user: CurrentUser) -> 
 def post_export(checkpoint_id: int, body: ExportIn, session: SessionDep, user: CurrentUser) -> dict:
     checkpoint = get_owned_checkpoint(session, checkpoint_id, user)
     try:
-        export = create_export(session, user, checkpoint, body.kind)
+        export = create_export(session, user, checkpoint, body.kind, body.quantization)
     except ExportRequestError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     session.commit()
@@ -240,14 +276,18 @@ def get_export(export_id: int, session: SessionDep, user: CurrentUser) -> dict:
     return export_json(get_owned(session, Export, export_id, user))
 
 
-@router.get("/exports/{export_id}/download")
+@router.api_route("/exports/{export_id}/download", methods=["GET", "HEAD"])
 def download_export(
     export_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> FileResponse:
+    """The archive, streamed from disk; `Range` resumes a download (206, or 416 past the end)
+    and the ETag is the archive's sha256 (also for `If-Range`)."""
     export = get_owned(session, Export, export_id, user)
     if export.status != ExportStatus.succeeded or not export.path:
         raise HTTPException(409, detail=f"export {export.id} is {export.status.value}, not ready")
-    path = settings.exports_dir / export.path
     return FileResponse(
-        path, media_type="application/x-tar", filename=f"ftstudio-export-{export.id}.tar"
+        settings.exports_dir / export.path,
+        media_type="application/x-tar",
+        filename=download_filename(export),
+        headers={"ETag": f'"{export.sha256}"'},
     )

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.auth import user_for_token
 from app.db import session_scope
@@ -56,7 +57,9 @@ async def _check_csrf(request: Request) -> None:
 async def _resolve_user(request: Request, session: Session) -> User | None:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        return user_for_token(session, header[7:].strip())
+        # Off the event loop: the lookup may wait on a database lock (its last_used_at write),
+        # which must not stall every other request (see BENCHMARKS.md, bench_sse).
+        return await run_in_threadpool(user_for_token, session, header[7:].strip())
     user_id = request.session.get("user_id")
     if user_id is None:
         return None

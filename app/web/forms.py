@@ -29,6 +29,8 @@ METHOD_LABELS = {
     "orpo": "ORPO (odds-ratio preference, no reference model)",
     "simpo": "SimPO (CPO with the SimPO loss)",
     "reward": "Reward model (scores preference pairs)",
+    "ppo": "PPO (RLHF with a reward model)",
+    "grpo": "GRPO (group-relative RL with rule rewards or a reward model)",
 }
 
 ADAPTER_LABELS = {

@@ -10,16 +10,20 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from app import broker
-from app.access import get_owned, get_owned_checkpoint
+from app.access import NotFound, get_owned, get_owned_checkpoint
 from app.auth import authenticate, user_for_token
+from app.chaining import next_stage_values
+from app.chat import library as chat_library
 from app.data.errors import ImportRefused
 from app.estimate import estimate_for
 from app.exports import ExportRequestError, create_export
 from app.jobs import (
     JobAlreadyEnded,
     JobRequestError,
+    ResumeRefused,
     create_job,
     request_cancel,
+    resume_job,
     validate_request,
 )
 from app.models import BaseModel, Job
@@ -152,6 +156,7 @@ def _job_form_context(
     values = {**spec_defaults(), **values}
     return {
         "user": user,
+        "parent": _parent_checkpoint(session, user, values.get("parent_checkpoint_id")),
         "groups": job_form_groups(),
         "adapters": adapter_choices(),
         "methods": method_choices(),
@@ -161,7 +166,17 @@ def _job_form_context(
         "models": session.scalars(select(BaseModel).order_by(BaseModel.id)).all(),
         "datasets": list_datasets(session, user),
         "presets": PRESETS,
+        "chat_templates": chat_library.visible(session, user),
     }
+
+
+def _parent_checkpoint(session: SessionDep, user: PageUser, value: Any) -> Any:
+    """The checkpoint a chained run starts from, for the form's note (None if unknown)."""
+    if not str(value or "").isdigit():
+        return None
+    with contextlib.suppress(NotFound):
+        return get_owned_checkpoint(session, int(value), user)
+    return None
 
 
 async def _job_form_values(request: Request) -> dict[str, str]:
@@ -172,13 +187,20 @@ async def _job_form_values(request: Request) -> dict[str, str]:
 def _job_request(values: dict[str, str]) -> dict[str, Any]:
     """The keyword arguments of create_job / validate_request from the form's text."""
     dataset = values.get("dataset_id") or "0"
+    parent = values.get("parent_checkpoint_id") or ""
     return {
         "base_model": values.get("base_model", ""),
         "dataset_id": int(dataset) if dataset.isdigit() else 0,
         "method": values.get("method") or "sft",
         "adapter": values.get("adapter") or "lora",
         "hyperparameters": hyperparameters_from_form(values),
+        "parent_checkpoint_id": int(parent) if parent.isdigit() else None,
+        "chat_template_id": _int_or_none(values.get("chat_template_id")),
     }
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
 
 
 @router.get("/jobs/new")
@@ -188,8 +210,15 @@ def new_job_page(
     user: PageUser,
     dataset_id: int | None = None,
     preset: str | None = None,
+    parent_checkpoint_id: int | None = None,
+    method: str | None = None,
 ) -> Response:
+    """The job form; with ``parent_checkpoint_id`` (a run's "next stage"), pre-filled to start
+    from that checkpoint."""
     values: dict[str, Any] = preset_values(preset)
+    if parent_checkpoint_id:
+        wanted = method or values.get("method")
+        values |= next_stage_values(session, user, parent_checkpoint_id, wanted)
     if dataset_id:
         values["dataset_id"] = dataset_id
     context = _job_form_context(session, user, values, {}) | {"preset": preset}
@@ -238,13 +267,31 @@ def cancel_job_from_page(
     return _redirect(f"/jobs/{job.id}")
 
 
+@router.post("/jobs/{job_id}/resume")
+def resume_job_from_page(
+    request: Request, job_id: int, session: SessionDep, settings: SettingsDep, user: PageUser
+) -> Response:
+    job = get_owned(session, Job, job_id, user)
+    try:
+        resume_job(session, job, settings.jobs_dir)
+    except ResumeRefused as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    broker.enqueue_job(job.id)
+    return _redirect(f"/jobs/{job.id}")
+
+
 @router.post("/checkpoints/{checkpoint_id}/exports")
 def export_from_page(
-    request: Request, checkpoint_id: int, session: SessionDep, user: PageUser
+    request: Request,
+    checkpoint_id: int,
+    session: SessionDep,
+    user: PageUser,
+    kind: Annotated[str, Form()] = "merged",
+    quantization: Annotated[str | None, Form()] = None,
 ) -> Response:
     checkpoint = get_owned_checkpoint(session, checkpoint_id, user)
     try:
-        export = create_export(session, user, checkpoint, "merged")
+        export = create_export(session, user, checkpoint, kind, quantization or None)
     except ExportRequestError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     session.commit()

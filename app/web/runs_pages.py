@@ -11,12 +11,15 @@ from fastapi.responses import Response
 
 from app import runs
 from app.access import get_owned, owned
+from app.chaining import chaining_context
+from app.chat.lock import template_summary
+from app.exports import GGUF_QUANTIZATIONS, export_options
 from app.models import Job
-from app.queries import checkpoint_exports, job_checkpoints, job_metrics, list_jobs
-from app.spec import MERGEABLE_ADAPTERS
+from app.queries import checkpoint_exports, job_checkpoints, job_events, job_metrics, list_jobs
+from app.web.dataset_pages import ROWS_PER_PAGE
 from app.web.deps import PageUser, SessionDep, SettingsDep
 from app.web.rendering import render
-from app.web.serialize import job_json
+from app.web.serialize import job_event_json, job_json
 
 router = APIRouter(include_in_schema=False)
 
@@ -60,17 +63,22 @@ def job_page(
     points = [runs.metric_point(m) for m in job_metrics(session, job.id)]
     progress = runs.progress(job, points)
     log_text, log_offset = runs.log_tail_at(runs.log_path(settings.jobs_dir, job), LOG_TAIL_LINES)
+    events = job_events(session, job.id)
     context = {
         "user": user,
         "job": job,
         "job_data": job_json(job),
-        "mergeable": job.adapter in MERGEABLE_ADAPTERS,
+        "export_options": export_options(job),
+        "gguf_quantizations": GGUF_QUANTIZATIONS,
         "metrics": points,
         "loss_points": sum(1 for p in points if p.get("loss") is not None),
         "curves": runs.curve_keys(points),
         "progress": progress,
         "eta": runs.format_duration(progress["eta_seconds"]),
-        "timeline": runs.timeline(job),
+        "timeline": runs.timeline(job, events),
+        "job_events": [job_event_json(e) for e in events],
+        "rows_per_page": ROWS_PER_PAGE,  # a row's page on its dataset's page
+        "trainer_config": runs.trainer_config(settings.jobs_dir, job),
         "queue_position": runs.queue_position(session, job),
         "log_tail": runs.screen_text(log_text),
         "log_offset": log_offset,
@@ -78,6 +86,8 @@ def job_page(
         "exports_by_checkpoint": {
             c.id: [e for e in exports if e.checkpoint_id == c.id] for c in checkpoints
         },
+        **chaining_context(session, job, user, settings.jobs_dir),
+        "template_info": template_summary(session, job),
     }
     return render(request, "job.html", context, block="summary")
 

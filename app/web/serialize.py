@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from app.models import BaseModel, Checkpoint, Dataset, Export, Job, Metric
+from app.models import BaseModel, Checkpoint, Dataset, Export, Job, JobEvent, Metric
 
 
 def model_json(model: BaseModel) -> dict[str, Any]:
@@ -41,12 +41,30 @@ def job_json(job: Job) -> dict[str, Any]:
         "hyperparameters": job.spec,
         "spec_version": job.spec_version,
         "chat_template": job.chat_template,
+        "chat_template_version_id": job.chat_template_version_id,
+        "stop_check": job.stop_check,
+        "parent_checkpoint_id": job.parent_checkpoint_id,
+        "resume_checkpoint_id": job.resume_checkpoint_id,
         "attempt": job.attempt,
         "error": job.error,
         "progress": {"step": job.step, "max_steps": job.max_steps},
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def job_event_json(event: JobEvent) -> dict[str, Any]:
+    """A job event: a health alarm (with ``advice`` and, for loss alarms, the batch's dataset
+    ``rows`` in ``details``), early stopping, or a resume."""
+    return {
+        "id": event.id,
+        "step": event.step,
+        "kind": event.kind,
+        "severity": event.severity,
+        "message": event.message,
+        "details": event.details or {},
+        "created_at": event.created_at.isoformat(),
     }
 
 
@@ -75,6 +93,7 @@ def checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
         "job_id": checkpoint.job_id,
         "step": checkpoint.step,
         "is_final": checkpoint.is_final,
+        "stop_check": checkpoint.stop_check,
         "created_at": checkpoint.created_at.isoformat(),
     }
 
@@ -84,9 +103,11 @@ def export_json(export: Export) -> dict[str, Any]:
         "id": export.id,
         "checkpoint_id": export.checkpoint_id,
         "kind": export.kind,
+        "quantization": (export.manifest or {}).get("quantization"),
         "status": export.status.value,
         "error": export.error,
         "size_bytes": export.size_bytes,
         "sha256": export.sha256,
         "download_url": f"/api/exports/{export.id}/download" if export.path else None,
+        "manifest": export.manifest if export.path else None,
     }

@@ -10,6 +10,9 @@
   const skip = new Set(["id", "step", "epoch", "time", "loss"]);
   const colors = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
   let lastId = 0;
+  const markers = []; // job events with a step, drawn as vertical lines on the loss chart
+  let lastEventId = 0;
+  const severityColors = { error: "#dc2626", warning: "#d97706", info: "#2563eb" };
   let lastStatus = job.status;
   let lastStep = job.progress.step;
   let prevTokens = null; // [num_tokens, time] of the last point with both, for tokens/s
@@ -23,12 +26,35 @@
     return a !== 0 && (a < 1e-2 || a >= 1e6) ? v.toExponential(1) : String(+v.toPrecision(4));
   }
 
-  function makeChart(el, label, color, height) {
+  // Job events (health alarms, early stopping) as vertical lines at their step.
+  const markerPlugin = {
+    hooks: {
+      draw: function (u) {
+        const ctx = u.ctx;
+        markers.forEach(function (marker) {
+          const x = u.valToPos(marker.step, "x", true);
+          if (!isFinite(x) || x < u.bbox.left || x > u.bbox.left + u.bbox.width) return;
+          ctx.save();
+          ctx.strokeStyle = severityColors[marker.severity] || "#6b7280";
+          ctx.lineWidth = 2;
+          ctx.setLineDash([6, 4]);
+          ctx.beginPath();
+          ctx.moveTo(x, u.bbox.top);
+          ctx.lineTo(x, u.bbox.top + u.bbox.height);
+          ctx.stroke();
+          ctx.restore();
+        });
+      },
+    },
+  };
+
+  function makeChart(el, label, color, height, plugins) {
     const data = [[], []];
     const plot = new uPlot(
       {
         width: width(el),
         height: height,
+        plugins: plugins || [],
         scales: { x: { time: false } },
         axes: [{ label: "step" }, { label: label, size: 70, values: function (u, vals) { return vals.map(tick); } }],
         series: [{ label: "step" }, { label: label, stroke: color, width: 2, value: function (u, v) { return tick(v); }, points: { show: true, size: 4 } }],
@@ -39,7 +65,7 @@
     return { plot: plot, data: data, el: el, dirty: false };
   }
 
-  const loss = makeChart(chartEl, "loss", colors[0], 280);
+  const loss = makeChart(chartEl, "loss", colors[0], 280, [markerPlugin]);
   const charts = {};
 
   function chartFor(key) {
@@ -100,6 +126,77 @@
   payload.metrics.forEach(addPoint);
   loss.dirty = true;
   redraw();
+
+  // Job events: the page rendered the stored ones (timeline, markers); live ones are added here.
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function timelineItem(event) { // the markup of templates/_job_event.html
+    const li = element("li", "timeline-event severity-" + event.severity);
+    li.dataset.event = event.kind;
+    li.dataset.eventId = String(event.id);
+    li.dataset.severity = event.severity;
+    li.append(element("span", "event", event.kind.replace(/_/g, " ")));
+    if (event.step !== null && event.step !== undefined) {
+      li.dataset.step = String(event.step);
+      li.append(" ", element("span", "event-step", "at step " + event.step));
+    }
+    li.append(" ", element("time", "", event.created_at.slice(0, 19).replace("T", " ")));
+    li.append(element("p", "event-message", event.message));
+    const details = event.details || {};
+    if (details.advice) {
+      const advice = element("p", "event-advice");
+      advice.append(element("strong", "", "What to do:"), " " + details.advice);
+      li.append(advice);
+    }
+    if (details.rows && details.rows.length) {
+      const rows = element("p", "event-rows", "The batch's dataset rows: ");
+      details.rows.forEach(function (row, i) {
+        const link = element("a", "event-row", String(row));
+        link.dataset.row = String(row);
+        link.href = "/datasets/" + job.dataset_id + "?page=" + (Math.floor(row / payload.rows_per_page) + 1);
+        rows.append(link, i < details.rows.length - 1 ? ", " : "");
+      });
+      li.append(rows);
+    }
+    return li;
+  }
+
+  function redrawMarkers() { // uPlot cannot redraw a chart with no points yet
+    if (loss.data[0].length) loss.plot.redraw(false);
+  }
+
+  function addMarker(event) {
+    if (event.step === null || event.step === undefined) return;
+    markers.push({ step: event.step, severity: event.severity });
+  }
+
+  function addEvent(event) {
+    if (event.id <= lastEventId) return;
+    lastEventId = event.id;
+    addMarker(event);
+    const list = document.getElementById("chart-markers");
+    if (list && event.step !== null && event.step !== undefined) {
+      const item = element("li", "marker severity-" + event.severity, "step " + event.step + ": " + event.kind.replace(/_/g, " "));
+      item.dataset.event = event.kind;
+      item.dataset.eventId = String(event.id);
+      item.dataset.step = String(event.step);
+      list.append(item);
+    }
+    const timeline = document.getElementById("job-timeline");
+    if (timeline) timeline.append(timelineItem(event));
+    redrawMarkers();
+  }
+
+  (payload.events || []).forEach(function (event) {
+    lastEventId = Math.max(lastEventId, event.id);
+    addMarker(event);
+  });
+  redrawMarkers();
 
   function showEpoch(epoch) {
     const el = document.getElementById("job-epoch");
@@ -169,13 +266,16 @@
     refreshSummary();
   }, 5000);
 
-  const source = new EventSource("/api/jobs/" + job.id + "/events?after=" + lastId);
+  const source = new EventSource("/api/jobs/" + job.id + "/events?after=" + lastId + "&events_after=" + lastEventId);
   source.addEventListener("metric", function (event) {
     const metric = JSON.parse(event.data);
     if (metric.id <= lastId) return;
     addPoint(metric);
     redraw();
     showEta(lastStatus, Math.max(lastStep, metric.step), job.progress.max_steps);
+  });
+  source.addEventListener("alarm", function (event) {
+    addEvent(JSON.parse(event.data));
   });
   source.addEventListener("status", function (event) {
     const data = JSON.parse(event.data);

@@ -144,7 +144,9 @@ def _wait_until(
 
 
 def _final_checkpoint(page: Page) -> Locator:
-    return page.locator("tr.checkpoint").filter(has=page.locator("td", has_text=FINAL))
+    return page.locator("tr.checkpoint").filter(
+        has=page.locator(".checkpoint-kind", has_text=FINAL)
+    )
 
 
 def test_train_watch_export_and_download_in_the_browser(

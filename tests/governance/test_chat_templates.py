@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.chat_templates import TemplateError, render_chat
+from app.chat.sandbox import TemplateError, render_chat
 
 MESSAGES = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "hi"}]
 
@@ -43,5 +43,5 @@ def test_the_sandbox_refuses_internals_and_mutation() -> None:
 
 
 def test_output_is_capped() -> None:
-    with pytest.raises(TemplateError, match="exceeds"):
+    with pytest.raises(TemplateError, match="exceed"):
         render_chat("{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}", MESSAGES)

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from bs4 import BeautifulSoup
 
 from app.presets import PRESETS, preset_values
-from app.spec import TrainingSpec
+from app.spec import BETA_METHODS, METHOD_DATASET_KINDS, PREFERENCE_METHODS, TrainingSpec
 from tests.conftest import Account
 from worker.training.adapters import peft_config, quantization_config
-from worker.training.mapping import sft_config
+from worker.training.mapping import method_config
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
 def test_preset_is_a_valid_spec_that_maps(preset, tmp_path: Path) -> None:
     spec = preset.spec()
     assert spec.model_dump() == TrainingSpec.model_validate(preset.values).model_dump()
-    config = sft_config(spec, tmp_path, use_cpu=True)
+    config = method_config(spec, tmp_path, use_cpu=True)
     assert config.learning_rate == spec.learning_rate
+    if spec.method in BETA_METHODS:
+        assert config.beta == spec.beta
     if spec.adapter in ("full", "freeze"):
         assert peft_config(spec) is None
     else:
@@ -32,25 +35,69 @@ def test_preset_numbers_follow_common_practice() -> None:
         spec = preset.spec()
         if spec.adapter in ("lora", "dora", "qlora"):
             assert 8 <= spec.lora_r <= 64 and spec.lora_alpha == 2 * spec.lora_r, preset.name
-            assert 5e-5 <= spec.learning_rate <= 2e-4, preset.name
-        if spec.adapter == "full":
-            assert 1e-5 <= spec.learning_rate <= 5e-5
+        if spec.method in ("sft", "pretrain", "reward"):
+            low, high = (1e-5, 5e-5) if spec.adapter == "full" else (5e-5, 2e-4)
+        else:  # preference (and RL) tuning: about ten times below SFT's rates
+            low, high = 5e-7, 1e-5
+        assert low <= spec.learning_rate <= high, preset.name
         assert spec.max_grad_norm == 1.0 and spec.warmup_steps <= 0.05
+    by_method = {p.spec().method: p.spec() for p in reversed(PRESETS)}  # the first of each
+    covered = {"sft", "pretrain", *PREFERENCE_METHODS, "kto", "reward"}
+    assert set(by_method) >= covered, covered - set(by_method)
+    assert by_method["dpo"].beta == 0.1 and by_method["kto"].beta == 0.1
+    assert 2.0 <= by_method["simpo"].beta <= 2.5
+    assert by_method["simpo"].simpo_gamma / by_method["simpo"].beta == 0.5
+    assert by_method["reward"].center_rewards_coefficient == 0.01
+
+
+# One small dataset of each kind, so each preset estimates on the kind its method trains on.
+SAMPLES = {
+    "sft": {"instruction": "Say hi.", "output": "Hi!"},
+    "text": {"text": "Plain text for continual pretraining."},
+    "preference": {
+        "prompt": [{"role": "user", "content": "Say hi."}],
+        "chosen": [{"role": "assistant", "content": "Hi!"}],
+        "rejected": [{"role": "assistant", "content": "No."}],
+    },
+    "kto": {
+        "messages": [
+            {"role": "user", "content": "Say hi."},
+            {"role": "assistant", "content": "Hi!"},
+        ],
+        "label": True,
+    },
+}
+
+
+def _upload_kinds(client, account: Account) -> dict[str, int]:
+    ids = {}
+    for kind, row in SAMPLES.items():
+        response = client.post(
+            "/api/datasets",
+            headers=account.headers,
+            files={"file": (f"{kind}.jsonl", json.dumps(row).encode())},
+            data={"kind": kind},
+        )
+        assert response.status_code == 201 and response.json()["kind"] == kind, response.text
+        ids[kind] = response.json()["id"]
+    return ids
+
+
+def _kind(method: str) -> str:
+    kind = METHOD_DATASET_KINDS[method][0]
+    assert kind in SAMPLES, f"add a {kind} row to SAMPLES for the {method} presets"
+    return kind
 
 
 def test_api_lists_presets_and_each_estimates(client, alice: Account, tiny_model: str) -> None:
     listed = client.get("/api/presets", headers=alice.headers).json()
     assert [p["name"] for p in listed] == [p.name for p in PRESETS]
-    upload = client.post(
-        "/api/datasets",
-        headers=alice.headers,
-        files={"file": ("p.jsonl", b'{"instruction": "Say hi.", "output": "Hi!"}')},
-    )
+    datasets = _upload_kinds(client, alice)
     for preset in listed:
         hyper = dict(preset["hyperparameters"])
         body = {
             "base_model": tiny_model,
-            "dataset_id": upload.json()["id"],
+            "dataset_id": datasets[_kind(hyper["method"])],
             "method": hyper.pop("method"),
             "adapter": hyper.pop("adapter"),
             "hyperparameters": hyper,

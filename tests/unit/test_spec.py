@@ -18,10 +18,16 @@ from app.spec import (
 from app.web.forms import applicable_fields
 from worker.training.mapping import (
     ADAPTER_FIELDS,
+    EARLY_STOPPING_FIELDS,
+    ENCODER_FIELDS,
     METHOD_CONFIG_FIELDS,
     METHOD_CONFIGS,
+    REWARD_FIELDS,
+    RULE_MAPPED_FIELDS,
     SFT_CONFIG_FIELDS,
     SFT_CONFIG_RENAMED,
+    _precision_kwargs,
+    early_stopping_callback,
     lora_config,
     method_config,
     sft_config,
@@ -32,8 +38,12 @@ def test_every_spec_field_is_mapped_or_studio_only() -> None:
     groups = [
         SFT_CONFIG_FIELDS,
         SFT_CONFIG_RENAMED,
+        ENCODER_FIELDS,
+        REWARD_FIELDS,
+        RULE_MAPPED_FIELDS,
         METHOD_CONFIG_FIELDS,
         ADAPTER_FIELDS,
+        EARLY_STOPPING_FIELDS,
         STUDIO_ONLY_FIELDS,
     ]
     mapped = set().union(*groups)
@@ -60,7 +70,9 @@ def test_sft_config_carries_the_spec(tmp_path: Path) -> None:
     for ours, theirs in SFT_CONFIG_RENAMED.items():
         assert getattr(config, theirs) == getattr(spec, ours), ours
     assert config.output_dir == str(tmp_path)
-    assert config.report_to in ([], "none", ["none"])
+    assert config.report_to == ["tensorboard"]
+    assert config.logging_nan_inf_filter is False  # a NaN loss is logged as NaN
+    assert not config.load_best_model_at_end  # no early stopping without an eval dataset
 
 
 def test_lora_config_targets() -> None:
@@ -83,7 +95,7 @@ def test_lora_config_targets() -> None:
         {"beta": 0.5},  # sft has no beta
         {"method": "dpo", "simpo_gamma": 1.0},
         {"method": "simpo", "loss_type": "ipo"},  # SimPO's loss is fixed
-        {"method": "kto", "completion_only_loss": False},
+        {"method": "kto", "completion_only_loss": True},
         {"method": "dpo", "loss_type": "no-such-loss"},
         {"method": "dpo", "adapter": "prefix"},
         {"method": "reward", "adapter": "freeze"},
@@ -154,3 +166,50 @@ def test_the_form_shows_only_the_knobs_of_the_chosen_method() -> None:
     sft = applicable_fields({"method": "sft", "adapter": "lora"})
     assert "completion_only_loss" in sft and "beta" not in sft
     assert "simpo_gamma" in applicable_fields({"method": "simpo", "adapter": "full"})
+
+
+def test_early_stopping_maps_to_the_callback_and_aligned_saves(tmp_path: Path) -> None:
+    spec = TrainingSpec(
+        max_steps=100,
+        logging_steps=4,
+        save_steps=10,
+        early_stopping_patience=3,
+        early_stopping_threshold=0.01,
+    )
+    config = method_config(spec, tmp_path, has_eval=True, use_cpu=True)
+    assert config.load_best_model_at_end and config.metric_for_best_model == "eval_loss"
+    assert config.greater_is_better is False
+    assert (config.eval_steps, config.save_steps) == (4, 12)  # saves on evaluation steps
+    callback = early_stopping_callback(spec, has_eval=True)
+    assert callback is not None
+    assert (callback.early_stopping_patience, callback.early_stopping_threshold) == (3, 0.01)
+    # Without an eval dataset there is nothing to stop on.
+    assert early_stopping_callback(spec, has_eval=False) is None
+    assert not method_config(spec, tmp_path, use_cpu=True).load_best_model_at_end
+    assert early_stopping_callback(TrainingSpec(), has_eval=True) is None
+
+
+def test_early_stopping_threshold_needs_early_stopping() -> None:
+    with pytest.raises(ValidationError, match="early_stopping_threshold"):
+        TrainingSpec(early_stopping_threshold=0.1)
+
+
+def test_optimizer_precision_neftune_packing_and_eval_steps_reach_the_config(tmp_path) -> None:
+    spec = TrainingSpec(
+        optim="paged_adamw_8bit",
+        precision="fp16",
+        neftune_noise_alpha=5.0,
+        packing=True,
+        eval_steps=7,
+    )
+    config = method_config(spec, tmp_path, has_eval=True, use_cpu=True)
+    assert config.optim == "paged_adamw_8bit" and config.neftune_noise_alpha == 5.0
+    assert config.eval_steps == 7 and config.packing and config.packing_strategy == "bfd"
+    assert not config.fp16 and not config.bf16  # CPU computes in fp32 whatever the spec says
+    assert _precision_kwargs(spec, use_cpu=False) == {"bf16": False, "fp16": True}
+    assert _precision_kwargs(TrainingSpec(precision="bf16"), use_cpu=False)["bf16"] is True
+    assert _precision_kwargs(TrainingSpec(), use_cpu=False) == {"bf16": None}
+    assert method_config(TrainingSpec(), tmp_path, has_eval=True, use_cpu=True).eval_steps == 5
+    assert method_config(TrainingSpec(), tmp_path, use_cpu=True).eval_strategy == "no"
+    with pytest.raises(ValidationError, match="neftune_noise_alpha"):
+        TrainingSpec(method="dpo", neftune_noise_alpha=5.0)

@@ -1,17 +1,29 @@
-"""The trainer callback that reports to the studio: metrics, progress, checkpoints, cancel."""
+"""The trainer callbacks that report to the studio: metrics, progress, checkpoints, cancel and
+the resolved trainer config (``StudioCallback``); health alarms and early stopping as job events
+(``HealthCallback``)."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import select, update
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import (
+    EarlyStoppingCallback,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from app.db import session_scope
 from app.jobs import cancel_requested
-from app.models import Checkpoint, Job, Metric
+from app.models import Checkpoint, Job, JobEvent, Metric
+from app.runs import TRAINER_CONFIG_FILE
+from worker.training.health import Alarm, HealthMonitor, MicroBatch, early_stopping_alarm
 
 NAMED_METRICS = ("loss", "learning_rate", "grad_norm", "epoch", "num_tokens")
 CANCEL_POLL_SECONDS = 0.5
@@ -36,6 +48,8 @@ class StudioCallback(TrainerCallback):
             session.execute(
                 update(Job).where(Job.id == self.job_id).values(max_steps=state.max_steps)
             )
+        if state.is_world_process_zero:
+            write_trainer_config(args, Path(args.output_dir) / TRAINER_CONFIG_FILE)
 
     def on_log(
         self,
@@ -46,7 +60,7 @@ class StudioCallback(TrainerCallback):
         **_: object,
     ) -> None:
         logs = logs or {}
-        if "loss" not in logs and not any(key.startswith("eval_") for key in logs):
+        if "train_runtime" in logs or not logs:
             return  # the end-of-training summary repeats what is already stored
         named = {key: _finite_or_none(logs.get(key)) for key in NAMED_METRICS}
         numbers = {k: v for k, v in logs.items() if isinstance(v, int | float)}
@@ -89,3 +103,122 @@ class StudioCallback(TrainerCallback):
 
     def _rel(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.jobs_root.resolve()))
+
+
+def write_trainer_config(args: TrainingArguments, path: Path) -> None:
+    """The TRL config as the trainer resolved it (defaults filled in), for the job page."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(args.to_dict(), indent=1, sort_keys=True, default=str))
+
+
+def record_alarms(job_id: int, alarms: Sequence[Alarm]) -> None:
+    if not alarms:
+        return
+    with session_scope() as session:
+        for alarm in alarms:
+            print(f"[{alarm.severity}] {alarm.message}", flush=True)  # for the log tail too
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    step=alarm.step,
+                    kind=alarm.kind,
+                    severity=alarm.severity,
+                    message=alarm.message,
+                    details={**alarm.details, "advice": alarm.advice},
+                )
+            )
+
+
+class HealthCallback(TrainerCallback):
+    """Feeds every optimizer step's loss and rows (from ``batch_rows.watch_batches``), each
+    logged grad norm and each evaluation to a ``HealthMonitor`` and records its alarms as job
+    events. A NaN/inf loss stops training at once and is kept in ``failure`` for the run to fail
+    with. Placed after ``early_stopping`` in the trainer's callbacks, it records that decision."""
+
+    def __init__(
+        self,
+        job_id: int,
+        monitor: HealthMonitor | None = None,
+        early_stopping: EarlyStoppingCallback | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.monitor = monitor or HealthMonitor()
+        self.early_stopping = early_stopping
+        self.failure: Alarm | None = None
+        self._micro_batches: list[MicroBatch] = []
+        self._early_stop_recorded = False
+
+    def callbacks(self) -> list[TrainerCallback]:
+        """This callback and early stopping (when on), in the order the trainer must call them."""
+        return [c for c in (self.early_stopping, self) if c is not None]
+
+    def micro_batch(self, loss: float, rows: list[int]) -> None:
+        self._micro_batches.append((loss, rows))
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
+    ) -> None:
+        micro_batches, self._micro_batches = self._micro_batches, []
+        alarms = self.monitor.train_step(state.global_step, micro_batches)
+        self._record(state, alarms)
+        fatal = next((a for a in alarms if a.fatal), None)
+        if fatal is not None:
+            self.failure = fatal
+            control.should_training_stop = True
+            control.should_save = False  # never keep weights a NaN step has touched
+            control.should_evaluate = False
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict | None = None,
+        **_: object,
+    ) -> None:
+        grad_norm = (logs or {}).get("grad_norm")
+        if isinstance(grad_norm, int | float):
+            self._record(state, self.monitor.logged_grad_norm(state.global_step, grad_norm))
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict | None = None,
+        **_: object,
+    ) -> None:
+        eval_loss = (metrics or {}).get("eval_loss")
+        if isinstance(eval_loss, int | float):
+            self._record(state, self.monitor.evaluated(state.global_step, eval_loss))
+        if self._early_stopping_stops() and not self._early_stop_recorded:
+            assert self.early_stopping is not None
+            self._early_stop_recorded = True
+            metric = args.metric_for_best_model or "eval_loss"
+            alarm = early_stopping_alarm(
+                state.global_step,
+                self.early_stopping.early_stopping_patience,
+                self.early_stopping.early_stopping_threshold or 0.0,
+                metric if metric.startswith("eval_") else f"eval_{metric}",
+                state.best_metric,
+            )
+            self._record(state, [alarm])
+
+    def raise_on_failure(self) -> None:
+        if self.failure is not None:
+            raise TrainingDiverged(f"{self.failure.message} {self.failure.advice}")
+
+    def _early_stopping_stops(self) -> bool:
+        stopping = self.early_stopping
+        return (
+            stopping is not None
+            and stopping.early_stopping_patience_counter >= stopping.early_stopping_patience
+        )
+
+    def _record(self, state: TrainerState, alarms: Sequence[Alarm]) -> None:
+        if state.is_world_process_zero:
+            record_alarms(self.job_id, alarms)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the batch's rows."""

@@ -8,24 +8,38 @@ error file and its exit code.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import traceback
 from pathlib import Path
 
 import torch
 from peft import prepare_model_for_kbit_training
-from sqlalchemy import select
+from sqlalchemy import select, update
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
+from app.chat.encoding import ChatFormat
+from app.chat.rows import RowEncoder
+from app.chat.tokenizer import load_model_tokenizer
 from app.db import session_scope
 from app.jobs import cancel_requested
 from app.models import Checkpoint, DatasetRow, Job
 from app.settings import get_settings
-from app.spec import TrainingSpec
+from app.spec import RL_METHODS, TrainingSpec
 from worker.training.adapters import apply_freeze, freeze_plan
-from worker.training.callbacks import StudioCallback
-from worker.training.mapping import method_config, peft_config, quantization_config
+from worker.training.batch_rows import watch_batches, with_row_indices
+from worker.training.callbacks import HealthCallback, StudioCallback, TrainingDiverged
+from worker.training.chaining import START_DIR, lineage_dirs, materialize_start, take_resume_dir
+from worker.training.mapping import (
+    early_stopping_callback,
+    method_config,
+    peft_config,
+    quantization_config,
+)
 from worker.training.methods import build_dataset, model_class, model_kwargs, trainer_class
+from worker.training.rl import reward_model_dir
+from worker.training.rl import trainer_kwargs as rl_trainer_kwargs
+from worker.training.stop_check import CHAT_METHODS, run_stop_check
 
 PARAMETERS_FILE = "parameters.json"  # in the job's output dir
 
@@ -35,6 +49,18 @@ def load_rows(dataset_id: int) -> list[dict]:
         return list(
             session.scalars(
                 select(DatasetRow.data)
+                .where(DatasetRow.dataset_id == dataset_id)
+                .order_by(DatasetRow.index)
+            )
+        )
+
+
+def load_row_indices(dataset_id: int) -> list[int]:
+    """The rows' ``DatasetRow.index`` values, in load_rows' order."""
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(DatasetRow.index)
                 .where(DatasetRow.dataset_id == dataset_id)
                 .order_by(DatasetRow.index)
             )
@@ -101,19 +127,33 @@ def train(job_id: int) -> None:
         spec = TrainingSpec.model_validate(job.spec)
         model_path = Path(job.base_model.path)
         chat_template, dataset_id, eval_id = job.chat_template, job.dataset_id, job.eval_dataset_id
+        chain = lineage_dirs(session, job, settings.jobs_dir)  # chaining: the parent's weights
+        resume_from = take_resume_dir(session, job, settings.jobs_dir)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model_tokens = load_model_tokenizer(model_path)  # what the studio's encoder tokenizes with
     if chat_template:
         tokenizer.chat_template = chat_template  # the template lock: saved with every checkpoint
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     use_cpu = not torch.cuda.is_available()
+    start_dir = settings.jobs_dir / str(job_id) / START_DIR
+    dtype = torch.float32 if use_cpu else "auto"
+    start_path = materialize_start(model_path, chain, start_dir, dtype=dtype)
     set_seed(spec.seed)  # a reward model's new score head is initialised while loading
-    model = load_model(spec, model_path, tokenizer, use_cpu=use_cpu)
+    model = load_model(spec, start_path, tokenizer, use_cpu=use_cpu)
 
     output_dir = settings.jobs_dir / str(job_id) / "output"
-    train_ds = build_dataset(load_rows(dataset_id), spec)
-    eval_ds = build_dataset(load_rows(eval_id), spec) if eval_id else None
+    chat_format = ChatFormat(chat_template, model_tokens.special_tokens)
+    encoder = RowEncoder.for_spec(spec, chat_format, model_tokens)
+    train_ds = build_dataset(load_rows(dataset_id), spec, encoder)
+    eval_ds = build_dataset(load_rows(eval_id), spec, encoder) if eval_id else None
+    train_ds = with_row_indices(train_ds, load_row_indices(dataset_id))  # names a batch's rows
+    health = HealthCallback(
+        job_id, early_stopping=early_stopping_callback(spec, eval_ds is not None)
+    )
+    with session_scope() as session:  # PPO / GRPO: the model that scores the answers
+        reward_dir = reward_model_dir(session, spec, settings.jobs_dir, start_dir / "reward")
     # The trainers initialise the LoRA weights before Trainer seeds the RNGs: seed first, so the
     # same spec gives the same run.
     set_seed(spec.seed)
@@ -124,10 +164,19 @@ def train(job_id: int) -> None:
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=peft_config(spec, model_path),
-        callbacks=[StudioCallback(job_id, settings.jobs_dir)],
+        callbacks=[StudioCallback(job_id, settings.jobs_dir), *health.callbacks()],
+        **rl_trainer_kwargs(spec, reward_dir, tokenizer),
     )
+    if spec.method not in RL_METHODS:  # RL trainers batch generations, not dataset rows
+        watch_batches(trainer, health.micro_batch)
+    shutil.rmtree(start_dir, ignore_errors=True)  # loaded (and any reference model with it)
     record_parameters(trainer.model, output_dir / PARAMETERS_FILE)
-    trainer.train()
+    # Resume: the trainer reloads the weights, optimizer, scheduler, RNG and global step.
+    if spec.method == "ppo":  # TRL's PPO loop has no resume
+        trainer.train()
+    else:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    health.raise_on_failure()  # a NaN loss: the run fails, no final model
 
     with session_scope() as session:
         if cancel_requested(session, job_id):
@@ -135,6 +184,7 @@ def train(job_id: int) -> None:
     final_dir = output_dir / "final"
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
+    stop_check = check_stopping(spec, trainer.model, encoder, load_rows(eval_id or dataset_id))
     with session_scope() as session:
         session.add(
             Checkpoint(
@@ -142,8 +192,25 @@ def train(job_id: int) -> None:
                 step=trainer.state.global_step,
                 is_final=True,
                 path=str(final_dir.resolve().relative_to(settings.jobs_dir.resolve())),
+                stop_check=stop_check,
             )
         )
+        session.execute(update(Job).where(Job.id == job_id).values(stop_check=stop_check))
+
+
+def check_stopping(
+    spec: TrainingSpec, model: PreTrainedModel, encoder: RowEncoder, rows: list[dict]
+) -> dict | None:
+    """The stop check for chat methods; its failure is recorded, never fails the run."""
+    if spec.method not in CHAT_METHODS:
+        return None
+    try:
+        result = run_stop_check(model, encoder, rows)
+    except Exception as exc:  # a generation problem must not lose a finished run
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    print(f"stop check: {result['stopped']}/{result['prompts']} answers ended", flush=True)
+    return result
 
 
 def main() -> None:
@@ -155,6 +222,9 @@ def main() -> None:
             f"out of memory: lower per_device_train_batch_size or max_length ({exc})"
         )
         raise
+    except TrainingDiverged as exc:
+        error_file.write_text(str(exc))  # names the step and the batch's rows already
+        sys.exit(1)
     except Exception as exc:
         error_file.write_text(f"{type(exc).__name__}: {exc}")
         traceback.print_exc()

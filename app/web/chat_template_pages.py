@@ -1,0 +1,237 @@
+"""Pages for the chat template library: the list, the editor with a live preview of what the
+model sees (HTMX), and the "what the model sees" views of a dataset row and of the job form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from app.access import NotFound, get_owned
+from app.chat import library
+from app.chat.builtins import BUILTINS
+from app.chat.sandbox import TemplateError
+from app.chat.seen import (
+    LOSS_CHOICES,
+    SeenRequestError,
+    Viewpoint,
+    dataset_row,
+    row_sequences,
+    viewpoint,
+)
+from app.chat.validation import REFERENCE_CONVERSATION, REFERENCE_TOOLS, validate_template
+from app.data.tokens import models_with_tokenizer
+from app.models import ChatTemplate, Dataset, User
+from app.queries import list_datasets
+from app.web.deps import PageUser, SessionDep
+from app.web.rendering import render
+
+router = APIRouter(include_in_schema=False)
+REFERENCE_ROW = {"messages": REFERENCE_CONVERSATION, "tools": REFERENCE_TOOLS}
+
+
+def _int(value: Any) -> int | None:
+    text = str(value or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {k: v for k, v in form.items() if k != "csrf_token" and isinstance(v, str)}
+
+
+def _preview_choices(session: Session, user: User) -> dict[str, Any]:
+    return {
+        "models": models_with_tokenizer(session),
+        "datasets": list_datasets(session, user),
+        "loss_choices": LOSS_CHOICES,
+    }
+
+
+def preview(session: Session, user: User, values: dict[str, str], source: str) -> dict[str, Any]:
+    """Warnings and sequences for ``source`` on the chosen row (or the reference conversation)."""
+    context: dict[str, Any] = {"sequences": [], "warnings": [], "error": None}
+    try:
+        view = viewpoint(
+            session,
+            user,
+            model_ref=values.get("model") or None,
+            template=source,
+            max_length=_int(values.get("max_length")),
+            loss_on=values.get("loss") or "assistant",
+        )
+        context["warnings"] = validate_template(source, view.tokenizer)
+        context["sequences"] = row_sequences(view, _chosen_row(session, user, values))
+    except (SeenRequestError, TemplateError) as exc:
+        context["error"] = str(exc)
+    return context
+
+
+def _chosen_row(session: Session, user: User, values: dict[str, str]) -> dict[str, Any]:
+    dataset_id = _int(values.get("dataset_id"))
+    if dataset_id is None:
+        return REFERENCE_ROW
+    get_owned(session, Dataset, dataset_id, user)
+    row = dataset_row(session, dataset_id, _int(values.get("row")) or 0)
+    if row is None:
+        raise SeenRequestError(f"dataset {dataset_id} has no row {values.get('row')}")
+    return row
+
+
+@router.get("/chat-templates")
+def templates_page(request: Request, session: SessionDep, user: PageUser) -> Response:
+    context = {"user": user, "templates": library.visible(session, user)}
+    return render(request, "chat_templates.html", context)
+
+
+def _editor(
+    request: Request,
+    session: Session,
+    user: User,
+    template: ChatTemplate | None,
+    values: dict[str, str],
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    source = values.get("template", "")
+    context = {
+        "user": user,
+        "template": template,
+        "values": values,
+        "save_error": error,
+        **_preview_choices(session, user),
+        **preview(session, user, values, source),
+    }
+    return render(request, "chat_template_edit.html", context, status_code=status_code)
+
+
+@router.get("/chat-templates/new")
+def new_template_page(
+    request: Request, session: SessionDep, user: PageUser, copy: int | None = None
+) -> Response:
+    values = {"name": "", "template": BUILTINS[0].source}
+    if copy is not None:
+        original = library.get_visible(session, user, copy)
+        values = {"name": f"{original.name} (copy)", "template": library.latest(original).source}
+    return _editor(request, session, user, None, values)
+
+
+@router.post("/chat-templates")
+async def create_template(request: Request, session: SessionDep, user: PageUser) -> Response:
+    values = await _form(request)
+    try:
+        template = library.create(session, user, values.get("name", ""), values.get("template", ""))
+    except TemplateError as exc:
+        session.rollback()
+        return _editor(request, session, user, None, values, error=str(exc), status_code=422)
+    session.commit()
+    return _redirect(f"/chat-templates/{template.id}")
+
+
+@router.get("/chat-templates/{template_id}")
+def edit_template_page(
+    request: Request,
+    template_id: int,
+    session: SessionDep,
+    user: PageUser,
+    version: int | None = None,
+) -> Response:
+    template = library.get_visible(session, user, template_id)
+    shown = next((v for v in template.versions if v.version == version), None)
+    shown = shown or library.latest(template)
+    values = {"name": template.name, "template": shown.source, "version": str(shown.version)}
+    return _editor(request, session, user, template, values)
+
+
+@router.post("/chat-templates/{template_id}/versions")
+async def save_template_version(
+    request: Request, template_id: int, session: SessionDep, user: PageUser
+) -> Response:
+    template = library.get_visible(session, user, template_id)
+    values = await _form(request)
+    try:
+        library.save_version(session, user, template, values.get("template", ""))
+    except (TemplateError, library.TemplateEditRefused) as exc:
+        session.rollback()
+        return _editor(request, session, user, template, values, error=str(exc), status_code=422)
+    session.commit()
+    return _redirect(f"/chat-templates/{template.id}")
+
+
+@router.post("/chat-templates/preview")
+async def preview_fragment(request: Request, session: SessionDep, user: PageUser) -> Response:
+    """The editor's live preview (an HTMX fragment)."""
+    values = await _form(request)
+    context = preview(session, user, values, values.get("template", ""))
+    return render(request, "_seen.html", context)
+
+
+def _seen_context(
+    session: Session, user: User, dataset: Dataset, values: dict[str, str]
+) -> dict[str, Any]:
+    context: dict[str, Any] = {"sequences": [], "error": None}
+    try:
+        view: Viewpoint = viewpoint(
+            session,
+            user,
+            model_ref=values.get("model") or None,
+            template_id=_int(values.get("template_id")),
+            max_length=_int(values.get("max_length")),
+            loss_on=values.get("loss") or "assistant",
+        )
+        row = dataset_row(session, dataset.id, _int(values.get("row")) or 0)
+        if row is None:
+            raise SeenRequestError(f"this dataset has no row {values.get('row')}")
+        context["sequences"] = row_sequences(view, row)
+        context["model_name"] = view.model.name
+    except (SeenRequestError, NotFound) as exc:
+        context["error"] = str(exc)
+    return context
+
+
+@router.get("/datasets/{dataset_id}/seen")
+def dataset_seen_page(
+    request: Request, dataset_id: int, session: SessionDep, user: PageUser
+) -> Response:
+    """What the model sees for one row of the dataset, with a model, template, loss choice."""
+    dataset = get_owned(session, Dataset, dataset_id, user)
+    values = {k: v for k, v in request.query_params.items()}
+    context = {
+        "user": user,
+        "dataset": dataset,
+        "values": values,
+        "templates": library.visible(session, user),
+        **_preview_choices(session, user),
+        **_seen_context(session, user, dataset, values),
+    }
+    return render(request, "dataset_seen.html", context, block="seen")
+
+
+@router.post("/jobs/seen")
+async def job_form_seen(request: Request, session: SessionDep, user: PageUser) -> Response:
+    """The job form's "what the model sees" panel: the dataset's first row with the chosen base
+    model, template, max_length and loss switches (an HTMX fragment)."""
+    values = await _form(request)
+    dataset_id = _int(values.get("dataset_id"))
+    if dataset_id is None:
+        return render(request, "_seen.html", {"sequences": [], "error": "choose a dataset"})
+    dataset = get_owned(session, Dataset, dataset_id, user)
+    # An unticked checkbox sends nothing (see app.web.forms).
+    completion_only = values.get("completion_only_loss") == "on"
+    assistant_only = values.get("assistant_only_loss") == "on"
+    loss = "last" if completion_only else "assistant" if assistant_only else "all"
+    seen_values = {
+        "model": values.get("base_model", ""),
+        "template_id": values.get("chat_template_id", ""),
+        "max_length": values.get("max_length", ""),
+        "loss": loss,
+        "row": "0",
+    }
+    return render(request, "_seen.html", _seen_context(session, user, dataset, seen_values))

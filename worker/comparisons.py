@@ -1,0 +1,100 @@
+"""The generation process: ``python -m worker.comparisons (comparison|generation) ID ERROR_FILE``.
+
+For a comparison it loads each model once and answers every prompt with it; for a playground turn
+it answers one conversation. Text is written to the generation's row as it is produced (a few
+times a second), so pages streaming from the database show it growing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from app.db import session_scope
+from app.models import Comparison, Generation, JobStatus, utcnow
+from worker.inference import Decoding, generate, loaded, model_source
+
+WRITE_EVERY_SECONDS = 0.25
+
+
+def _set(generation_id: int, **values: object) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(Generation)
+            .where(Generation.id == generation_id)
+            .values(updated_at=utcnow(), **values)
+        )
+
+
+def _throttled_writer(generation_id: int) -> Callable[[str], None]:
+    last = 0.0
+
+    def write(text: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= WRITE_EVERY_SECONDS:
+            last = now
+            _set(generation_id, text=text)
+
+    return write
+
+
+def answer(model: object, generation_id: int, messages: list, decoding: Decoding) -> None:
+    _set(generation_id, status=JobStatus.running)
+    try:
+        text, stopped = generate(model, messages, decoding, _throttled_writer(generation_id))  # type: ignore[arg-type]
+    except Exception as exc:
+        _set(generation_id, status=JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        raise
+    _set(generation_id, status=JobStatus.succeeded, text=text, stopped=stopped)
+
+
+def run_comparison(comparison_id: int) -> None:
+    with session_scope() as session:
+        comparison = session.get(Comparison, comparison_id)
+        assert comparison is not None
+        keys = [m["key"] for m in comparison.models]
+        decoding = Decoding.from_dict(comparison.decoding)
+        cells = session.execute(
+            select(Generation.id, Generation.model_key, Generation.messages)
+            .where(Generation.comparison_id == comparison_id)
+            .order_by(Generation.prompt_index)
+        ).all()
+        sources = [model_source(session, key) for key in keys]
+    for source in sources:
+        with loaded(source) as model:
+            for generation_id, key, messages in cells:
+                if key == source.key:
+                    answer(model, generation_id, messages, decoding)
+
+
+def run_generation(generation_id: int) -> None:
+    with session_scope() as session:
+        generation = session.get(Generation, generation_id)
+        assert generation is not None
+        source = model_source(session, generation.model_key)
+        messages, decoding = generation.messages, Decoding.from_dict(generation.decoding)
+    with loaded(source) as model:
+        answer(model, generation_id, messages, decoding)
+
+
+RUNNERS = {"comparison": run_comparison, "generation": run_generation}
+
+
+def main() -> None:
+    kind, ident, error_file = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    try:
+        RUNNERS[kind](ident)
+    except Exception as exc:
+        error_file.write_text(f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

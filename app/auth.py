@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from app.models import ApiToken, User, utcnow
@@ -64,13 +64,34 @@ def user_for_token(session: Session, token: str) -> User | None:
     if row is None:
         return None
     now = utcnow()
-    last = row.last_used_at
-    if (
-        last is None
-        or (now - (last if last.tzinfo else last.replace(tzinfo=UTC))) > LAST_USED_RESOLUTION
-    ):
-        row.last_used_at = now  # written at most once a minute, not on every request
+    if _is_stale(row.last_used_at, now):
+        _note_token_use(session, row.id, now)
     return row.user
+
+
+def _is_stale(last_used: datetime | None, now: datetime) -> bool:
+    if last_used is None:
+        return True
+    return now - (last_used if last_used.tzinfo else last_used.replace(tzinfo=UTC)) > (
+        LAST_USED_RESOLUTION
+    )
+
+
+def _note_token_use(session: Session, token_id: int, now: datetime) -> None:
+    """At most one write a minute per token: the condition makes concurrent requests with the
+    same token update the row once, and the rest match nothing instead of rewriting it."""
+    session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == token_id,
+            or_(
+                ApiToken.last_used_at.is_(None),
+                ApiToken.last_used_at < now - LAST_USED_RESOLUTION,
+            ),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def authenticate(session: Session, name: str, password: str) -> User | None:

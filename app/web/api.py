@@ -223,8 +223,8 @@ def get_job_events(
     job_id: int, request: Request, session: SessionDep, user: CurrentUser
 ) -> StreamingResponse:
     job = get_owned(session, Job, job_id, user)
-    # The stream outlives this request's session: end its transaction now, or (on SQLite) the
-    # token's last_used_at write would hold the database lock for as long as the stream is open.
+    # The stream outlives this request's session: end its transaction and give its connection
+    # back now, or every open stream would hold one of the pool's connections.
     session.commit()
     session.close()
     return job_event_stream(request, job.id)

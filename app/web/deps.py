@@ -54,16 +54,26 @@ async def _check_csrf(request: Request) -> None:
         raise HTTPException(status_code=403, detail="CSRF token missing or wrong; reload the page")
 
 
+def _bearer_user(session: Session, token: str) -> User | None:
+    """Looks the token up in its own short transaction, so its last_used_at write is committed
+    before the handler runs: no request holds the token's row lock (Postgres) or the write lock
+    (SQLite) while it works or streams, and other requests with the same token never wait on it."""
+    with session_scope() as auth_session:
+        token_user = user_for_token(auth_session, token)
+        user_id = None if token_user is None else token_user.id
+    return None if user_id is None else session.get(User, user_id)
+
+
 async def _resolve_user(request: Request, session: Session) -> User | None:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         # Off the event loop: the lookup may wait on a database lock (its last_used_at write),
         # which must not stall every other request (see BENCHMARKS.md, bench_sse).
-        return await run_in_threadpool(user_for_token, session, header[7:].strip())
+        return await run_in_threadpool(_bearer_user, session, header[7:].strip())
     user_id = request.session.get("user_id")
     if user_id is None:
         return None
-    user = session.get(User, user_id)
+    user = await run_in_threadpool(session.get, User, user_id)
     if user is not None and request.method not in SAFE_METHODS:
         await _check_csrf(request)
     return user

@@ -121,3 +121,59 @@ def test_model_registration_is_admin_only(client, bob: Account, tmp_path) -> Non
         "/api/models", headers=bob.headers, json={"name": "x", "path": str(tmp_path)}
     )
     assert response.status_code == 403
+
+
+def _token_last_used(account: Account):
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.models import ApiToken
+
+    with session_scope() as session:
+        return session.scalar(
+            select(ApiToken.last_used_at).where(ApiToken.user_id == account.user_id)
+        )
+
+
+def _forget_token_use(account: Account) -> None:
+    from sqlalchemy import update
+
+    from app.db import session_scope
+    from app.models import ApiToken
+
+    with session_scope() as session:
+        session.execute(
+            update(ApiToken).where(ApiToken.user_id == account.user_id).values(last_used_at=None)
+        )
+
+
+def test_token_use_is_noted_at_most_once_a_minute(client, alice: Account) -> None:
+    _forget_token_use(alice)
+    assert client.get("/api/jobs", headers=alice.headers).status_code == 200
+    first = _token_last_used(alice)
+    assert first is not None
+    assert client.get("/api/jobs", headers=alice.headers).status_code == 200
+    assert _token_last_used(alice) == first
+
+
+def test_a_burst_of_requests_with_one_stale_token_is_all_served(
+    live_server: str, alice: Account
+) -> None:
+    """Every request of the burst finds the token due for its last-used write; the writes must
+    neither serialize the requests behind one another's transactions nor stall the server (they
+    did, on Postgres without a timeout, when the write ran in the request's own transaction on
+    the event loop)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    _forget_token_use(alice)
+
+    def get_jobs(_: int) -> int:
+        return httpx.get(f"{live_server}/api/jobs", headers=alice.headers, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        statuses = list(pool.map(get_jobs, range(48)))
+    assert statuses == [200] * 48
+    assert _token_last_used(alice) is not None
+    assert httpx.get(f"{live_server}/healthz", timeout=5).status_code == 200

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from pydantic import ValidationError
 from sqlalchemy import delete, select, update
@@ -84,32 +84,27 @@ def _spec_loc(loc: Iterable[Any]) -> list[str]:
     return parts if parts[0] in ("method", "adapter") else ["hyperparameters", *parts]
 
 
+class JobRequest(TypedDict, total=False):
+    """What a job is asked for (API body, form, tests): the keyword arguments of create_job and
+    validate_request."""
+
+    base_model: Required[int | str | None]
+    dataset_id: Required[int]
+    method: str
+    adapter: str
+    hyperparameters: dict[str, Any] | None
+    eval_dataset_id: int | None
+    parent_checkpoint_id: int | None
+    chat_template_id: int | None
+
+
 def create_job(
-    session: Session,
-    owner: User,
-    *,
-    base_model: int | str | None,
-    dataset_id: int,
-    method: str = "sft",
-    adapter: str = "lora",
-    hyperparameters: dict[str, Any] | None = None,
-    eval_dataset_id: int | None = None,
-    parent_checkpoint_id: int | None = None,
-    chat_template_id: int | None = None,
-    name: str | None = None,
+    session: Session, owner: User, *, name: str | None = None, **request: Unpack[JobRequest]
 ) -> Job:
-    spec, model, dataset = validate_request(
-        session,
-        owner,
-        base_model=base_model,
-        dataset_id=dataset_id,
-        method=method,
-        adapter=adapter,
-        hyperparameters=hyperparameters,
-        eval_dataset_id=eval_dataset_id,
-        parent_checkpoint_id=parent_checkpoint_id,
-        chat_template_id=chat_template_id,
-    )
+    spec, model, dataset = validate_request(session, owner, **request)
+    eval_dataset_id = request.get("eval_dataset_id")
+    parent_checkpoint_id = request.get("parent_checkpoint_id")
+    chat_template_id = request.get("chat_template_id")
     template = pinned_template(session, owner, model, chat_template_id, parent_checkpoint_id)
     job = Job(
         owner_id=owner.id,

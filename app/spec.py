@@ -533,46 +533,6 @@ class TrainingSpec(BaseModel):
             return int(value)  # form posts send text
         return value
 
-    @model_validator(mode="after")
-    def _check_consistency(self) -> TrainingSpec:
-        if self.warmup_steps >= 1 and not float(self.warmup_steps).is_integer():
-            raise ValueError("warmup_steps must be a whole number of steps, or a share below 1")
-        if self.max_steps > 0 and self.logging_steps > self.max_steps:
-            raise ValueError("logging_steps is larger than max_steps: no metrics would be recorded")
-        problems = [
-            *self._inapplicable_knobs(),
-            *self._adapter_conflicts(),
-            *self._method_conflicts(),
-            *self._early_stopping_conflicts(),
-        ]
-        if problems:
-            raise SpecConflicts(problems)
-        return self
-
-    def _inapplicable_knobs(self) -> list[tuple[str, str]]:
-        problems = []
-        values = self.model_dump()
-        for name, info in type(self).model_fields.items():
-            if values[name] == info.default or field_applies(name, values):
-                continue
-            adapters = field_adapters(name) or ADAPTERS
-            methods = field_methods(name) or METHODS
-            if self.method not in methods:
-                reason = (
-                    f"applies to method {' / '.join(methods)}, not to {self.method}: "
-                    "leave it at its default or change the method"
-                )
-            elif self.adapter not in adapters:
-                reason = (
-                    f"applies to adapter {' / '.join(adapters)}, not to {self.adapter}: "
-                    "leave it at its default or change the adapter"
-                )
-            else:
-                condition = ", ".join(f"{k} = {v}" for k, v in field_condition(name).items())
-                reason = f"applies only with {condition}: leave it at its default"
-            problems.append((name, reason))
-        return problems
-
     @field_validator("reward_checkpoint_id", "reward_model", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
@@ -593,107 +553,17 @@ class TrainingSpec(BaseModel):
                     raise ValueError("reward_functions must be a JSON list of rules") from None
         return value
 
-    def _rl_conflicts(self) -> list[tuple[str, str]]:
-        scorer = self.reward_checkpoint_id is not None or self.reward_model is not None
-        if self.reward_checkpoint_id is not None and self.reward_model is not None:
-            return [("reward_model", "choose a reward checkpoint or a reward model, not both")]
-        if self.method == "ppo" and not scorer:
-            return [("reward_checkpoint_id", "PPO needs a reward model: a reward run's checkpoint")]
-        if self.method == "grpo" and not (scorer or self.reward_functions):
-            return [("reward_functions", "GRPO needs rule rewards or a reward model")]
-        if self.method == "grpo" and self.per_device_train_batch_size % self.num_generations:
-            return [
-                (
-                    "num_generations",
-                    f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a "
-                    f"multiple of num_generations ({self.num_generations})",
-                )
-            ]
-        if self.method == "ppo" and self.adapter in (*PROMPT_LEARNING_ADAPTERS, "qlora", "ia3"):
-            return [("adapter", "PPO trains full, freeze, lora or dora policies")]
-        return []
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TrainingSpec:
+        if self.warmup_steps >= 1 and not float(self.warmup_steps).is_integer():
+            raise ValueError("warmup_steps must be a whole number of steps, or a share below 1")
+        if self.max_steps > 0 and self.logging_steps > self.max_steps:
+            raise ValueError("logging_steps is larger than max_steps: no metrics would be recorded")
+        from app.spec_rules import conflicts  # the rules read this module's field metadata
 
-    def _method_conflicts(self) -> list[tuple[str, str]]:
-        problems: list[tuple[str, str]] = (
-            [*self._rl_conflicts()] if self.method in RL_METHODS else []
-        )
-        if (
-            self.method in (*BETA_METHODS, "reward", "ppo")
-            and self.adapter in PROMPT_LEARNING_ADAPTERS
-        ):
-            problems.append(
-                (
-                    "adapter",
-                    f"{self.method} cannot train {self.adapter} adapters: TRL's preference and "
-                    "reward trainers score every answer token by position, and virtual tokens "
-                    "shift those positions. Use lora, dora, qlora, ia3, freeze or full",
-                )
-            )
-        if self.method == "reward" and self.adapter == "freeze":
-            problems.append(
-                (
-                    "adapter",
-                    "a reward model needs its new score head trained, which freeze leaves "
-                    "frozen. Use lora, dora, qlora, ia3 or full",
-                )
-            )
-        return problems
-
-    def _early_stopping_conflicts(self) -> list[tuple[str, str]]:
-        if self.early_stopping_threshold and not self.early_stopping_patience:
-            reason = "applies only with early stopping on (early_stopping_patience above 0)"
-            return [("early_stopping_threshold", reason)]
-        return []
-
-    def _adapter_conflicts(self) -> list[tuple[str, str]]:
-        problems: list[tuple[str, str]] = []
-        if self.adapter == "prefix" and self.gradient_checkpointing:
-            problems.append(
-                (
-                    "gradient_checkpointing",
-                    "prefix tuning cannot use gradient checkpointing: peft passes the prefix as a "
-                    "key/value cache, which checkpointed layers do not accept. Turn gradient "
-                    "checkpointing off, or use prompt tuning or LoRA",
-                )
-            )
-        if self.adapter == "prefix" and self.encoder_hidden_size and not self.prefix_projection:
-            problems.append(
-                (
-                    "encoder_hidden_size",
-                    "prefix tuning uses an encoder only with prefix_projection on: turn it on, "
-                    "or leave encoder_hidden_size at 0",
-                )
-            )
-        if self.adapter == "prompt":
-            text = self.prompt_tuning_init_text.strip()
-            if self.prompt_tuning_init == "text" and not text:
-                problems.append(
-                    ("prompt_tuning_init_text", "prompt_tuning_init = text needs the text")
-                )
-        for field, adapters in (
-            ("lora_target_modules", LORA_ADAPTERS),
-            ("ia3_target_modules", ("ia3",)),
-        ):
-            if self.adapter in adapters and "lm_head" in module_list(getattr(self, field)):
-                problems.append(
-                    (
-                        field,
-                        "lm_head cannot be adapted: TRL's chunked loss reads the output head's "
-                        "weight directly, so an adapter on it would get no gradient. Remove it",
-                    )
-                )
-        if self.adapter == "ia3" and self.ia3_target_modules != "all-linear":
-            extra = set(module_list(self.ia3_feedforward_modules)) - set(
-                module_list(self.ia3_target_modules)
-            )
-            if extra:
-                problems.append(
-                    (
-                        "ia3_feedforward_modules",
-                        f"{', '.join(sorted(extra))} must also be in ia3_target_modules",
-                    )
-                )
-        return problems
+        if problems := conflicts(self):
+            raise SpecConflicts(problems)
+        return self
 
 
 def module_list(value: str) -> list[str]:

@@ -19,6 +19,7 @@ from app.estimate import estimate_for
 from app.exports import ExportRequestError, create_export
 from app.jobs import (
     JobAlreadyEnded,
+    JobRequest,
     JobRequestError,
     ResumeRefused,
     create_job,
@@ -184,7 +185,7 @@ async def _job_form_values(request: Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if k != "csrf_token" and isinstance(v, str)}
 
 
-def _job_request(values: dict[str, str]) -> dict[str, Any]:
+def _job_request(values: dict[str, str]) -> JobRequest:
     """The keyword arguments of create_job / validate_request from the form's text."""
     dataset = values.get("dataset_id") or "0"
     parent = values.get("parent_checkpoint_id") or ""

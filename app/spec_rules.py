@@ -1,0 +1,154 @@
+"""Knob values that cannot work together, as (field, reason) pairs: the rules TrainingSpec's
+validator applies after each field has passed its own bounds. Pure functions over a spec."""
+
+from __future__ import annotations
+
+from app.spec import (
+    ADAPTERS,
+    BETA_METHODS,
+    LORA_ADAPTERS,
+    METHODS,
+    PROMPT_LEARNING_ADAPTERS,
+    RL_METHODS,
+    TrainingSpec,
+    field_adapters,
+    field_applies,
+    field_condition,
+    field_methods,
+    module_list,
+)
+
+Problems = list[tuple[str, str]]
+
+
+def conflicts(spec: TrainingSpec) -> Problems:
+    return [
+        *_inapplicable_knobs(spec),
+        *_adapter_conflicts(spec),
+        *_method_conflicts(spec),
+        *_early_stopping_conflicts(spec),
+    ]
+
+
+def _inapplicable_knobs(spec: TrainingSpec) -> Problems:
+    problems = []
+    values = spec.model_dump()
+    for name, info in type(spec).model_fields.items():
+        if values[name] == info.default or field_applies(name, values):
+            continue
+        adapters = field_adapters(name) or ADAPTERS
+        methods = field_methods(name) or METHODS
+        if spec.method not in methods:
+            reason = (
+                f"applies to method {' / '.join(methods)}, not to {spec.method}: "
+                "leave it at its default or change the method"
+            )
+        elif spec.adapter not in adapters:
+            reason = (
+                f"applies to adapter {' / '.join(adapters)}, not to {spec.adapter}: "
+                "leave it at its default or change the adapter"
+            )
+        else:
+            condition = ", ".join(f"{k} = {v}" for k, v in field_condition(name).items())
+            reason = f"applies only with {condition}: leave it at its default"
+        problems.append((name, reason))
+    return problems
+
+
+def _rl_conflicts(spec: TrainingSpec) -> Problems:
+    scorer = spec.reward_checkpoint_id is not None or spec.reward_model is not None
+    if spec.reward_checkpoint_id is not None and spec.reward_model is not None:
+        return [("reward_model", "choose a reward checkpoint or a reward model, not both")]
+    if spec.method == "ppo" and not scorer:
+        return [("reward_checkpoint_id", "PPO needs a reward model: a reward run's checkpoint")]
+    if spec.method == "grpo" and not (scorer or spec.reward_functions):
+        return [("reward_functions", "GRPO needs rule rewards or a reward model")]
+    if spec.method == "grpo" and spec.per_device_train_batch_size % spec.num_generations:
+        return [
+            (
+                "num_generations",
+                f"per_device_train_batch_size ({spec.per_device_train_batch_size}) must be a "
+                f"multiple of num_generations ({spec.num_generations})",
+            )
+        ]
+    if spec.method == "ppo" and spec.adapter in (*PROMPT_LEARNING_ADAPTERS, "qlora", "ia3"):
+        return [("adapter", "PPO trains full, freeze, lora or dora policies")]
+    return []
+
+
+def _method_conflicts(spec: TrainingSpec) -> Problems:
+    problems: Problems = [*_rl_conflicts(spec)] if spec.method in RL_METHODS else []
+    if spec.method in (*BETA_METHODS, "reward", "ppo") and spec.adapter in PROMPT_LEARNING_ADAPTERS:
+        problems.append(
+            (
+                "adapter",
+                f"{spec.method} cannot train {spec.adapter} adapters: TRL's preference and "
+                "reward trainers score every answer token by position, and virtual tokens "
+                "shift those positions. Use lora, dora, qlora, ia3, freeze or full",
+            )
+        )
+    if spec.method == "reward" and spec.adapter == "freeze":
+        problems.append(
+            (
+                "adapter",
+                "a reward model needs its new score head trained, which freeze leaves "
+                "frozen. Use lora, dora, qlora, ia3 or full",
+            )
+        )
+    return problems
+
+
+def _early_stopping_conflicts(spec: TrainingSpec) -> Problems:
+    if spec.early_stopping_threshold and not spec.early_stopping_patience:
+        reason = "applies only with early stopping on (early_stopping_patience above 0)"
+        return [("early_stopping_threshold", reason)]
+    return []
+
+
+def _adapter_conflicts(spec: TrainingSpec) -> Problems:
+    problems: Problems = []
+    if spec.adapter == "prefix" and spec.gradient_checkpointing:
+        problems.append(
+            (
+                "gradient_checkpointing",
+                "prefix tuning cannot use gradient checkpointing: peft passes the prefix as a "
+                "key/value cache, which checkpointed layers do not accept. Turn gradient "
+                "checkpointing off, or use prompt tuning or LoRA",
+            )
+        )
+    if spec.adapter == "prefix" and spec.encoder_hidden_size and not spec.prefix_projection:
+        problems.append(
+            (
+                "encoder_hidden_size",
+                "prefix tuning uses an encoder only with prefix_projection on: turn it on, "
+                "or leave encoder_hidden_size at 0",
+            )
+        )
+    if spec.adapter == "prompt":
+        text = spec.prompt_tuning_init_text.strip()
+        if spec.prompt_tuning_init == "text" and not text:
+            problems.append(("prompt_tuning_init_text", "prompt_tuning_init = text needs the text"))
+    for field, adapters in (
+        ("lora_target_modules", LORA_ADAPTERS),
+        ("ia3_target_modules", ("ia3",)),
+    ):
+        if spec.adapter in adapters and "lm_head" in module_list(getattr(spec, field)):
+            problems.append(
+                (
+                    field,
+                    "lm_head cannot be adapted: TRL's chunked loss reads the output head's "
+                    "weight directly, so an adapter on it would get no gradient. Remove it",
+                )
+            )
+    if spec.adapter == "ia3" and spec.ia3_target_modules != "all-linear":
+        extra = set(module_list(spec.ia3_feedforward_modules)) - set(
+            module_list(spec.ia3_target_modules)
+        )
+        if extra:
+            problems.append(
+                (
+                    "ia3_feedforward_modules",
+                    f"{', '.join(sorted(extra))} must also be in ia3_target_modules",
+                )
+            )
+    return problems

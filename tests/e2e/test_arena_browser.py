@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Account, wait_for_job
+from tests.e2e.support import log_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 
@@ -37,17 +38,10 @@ def trained(client, alice: Account, worker, tiny_model: str) -> dict:
     return {"job": job, "checkpoint_id": final["id"]}
 
 
-def _log_in(page: Page, account: Account) -> None:
-    page.goto("/login")
-    page.locator("#login-form input[name=token]").fill(account.token)
-    page.locator("#login-form button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/$"))
-
-
 def test_compare_vote_blind_make_a_dataset_and_train_dpo_on_it(
     page: Page, client, alice: Account, trained: dict, tiny_model: str, tmp_path: Path
 ) -> None:
-    _log_in(page, alice)
+    log_in(page, alice)
     page.goto("/comparisons")
     page.locator(f"input[name=checkpoint_ids][value='{trained['checkpoint_id']}']").check()
     expect(page.locator("input[name=include_base]")).to_be_checked()
@@ -98,7 +92,7 @@ def test_compare_vote_blind_make_a_dataset_and_train_dpo_on_it(
 def test_playground_chats_with_a_checkpoint_and_survives_a_reload(
     page: Page, alice: Account, trained: dict
 ) -> None:
-    _log_in(page, alice)
+    log_in(page, alice)
     page.goto(f"/playground?model=checkpoint:{trained['checkpoint_id']}")
     expect(page.locator("#playground-model")).to_have_value(
         f"checkpoint:{trained['checkpoint_id']}"

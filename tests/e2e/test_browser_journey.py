@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from tests.conftest import Account
+from tests.e2e.support import log_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 
@@ -77,15 +78,6 @@ class ChartWatch:
             f"running from {at(running[0] if running else None)} "
             f"to {at(running[-1] if running else None)}, first point at {at(first_point)}"
         )
-
-
-def _log_in(page: Page, account: Account) -> None:
-    page.goto("/")
-    expect(page).to_have_url(re.compile(r"/login(\?|$)"))
-    page.locator("#login-form input[name=token]").fill(account.token)
-    page.locator("#login-form button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/$"))
-    expect(page.locator(".topbar .who")).to_have_text(account.name)
 
 
 def _upload_demo(page: Page) -> int:
@@ -152,7 +144,9 @@ def _final_checkpoint(page: Page) -> Locator:
 def test_train_watch_export_and_download_in_the_browser(
     page: Page, alice: Account, worker: Path, tiny_model: str, tmp_path: Path
 ) -> None:
-    _log_in(page, alice)
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login(\?|$)"))
+    log_in(page, alice)
     dataset_id = _upload_demo(page)
     job_id = _start_job(page, dataset_id, tiny_model)
     deadline = time.monotonic() + JOB_TIMEOUT

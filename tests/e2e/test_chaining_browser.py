@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Account
+from tests.e2e.support import log_in
 from tests.worker.chaining_support import (
     LONG_ROWS,
     PAIRS,
@@ -35,17 +36,10 @@ def runs(client, alice: Account, worker, tiny_model: str) -> dict:
     return {"preference": preference, "sft": sft, "cancelled": cancelled}
 
 
-def _log_in(page: Page, account: Account) -> None:
-    page.goto("/login")
-    page.locator("#login-form input[name=token]").fill(account.token)
-    page.locator("#login-form button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/$"))
-
-
 def test_next_stage_launches_dpo_and_resume_finishes_a_cancelled_run(
     page: Page, client, alice: Account, runs: dict, tiny_model: str, tmp_path: Path
 ) -> None:
-    _log_in(page, alice)
+    log_in(page, alice)
     sft_id = runs["sft"]["id"]
     final = next(c for c in checkpoints(client, alice, sft_id) if c["is_final"])
 

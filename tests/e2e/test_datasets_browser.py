@@ -14,6 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Account
+from tests.e2e.support import log_in
 
 pytestmark = pytest.mark.slow
 
@@ -66,18 +67,11 @@ def bundled_for_stats(bundled_model_dir: Path, migrated: None) -> str:
     return BUNDLED_MODEL
 
 
-def _log_in(page: Page, account: Account) -> None:
-    page.goto("/login")
-    page.locator("#login-form input[name=token]").fill(account.token)
-    page.locator("#login-form button[type=submit]").click()
-    expect(page.locator(".topbar .who")).to_have_text(account.name)
-
-
 def test_drop_upload_with_progress_then_stats_histogram_search_and_dedup(
     page: Page, alice: Account, bundled_for_stats: str
 ) -> None:
     page.add_init_script(RECORD_PROGRESS)
-    _log_in(page, alice)
+    log_in(page, alice)
     page.goto("/datasets")
     transfer = page.evaluate_handle(DROP_FILE, [ROWS])
     page.locator("#dropzone").dispatch_event("drop", {"dataTransfer": transfer})
@@ -155,7 +149,7 @@ def test_drop_upload_with_progress_then_stats_histogram_search_and_dedup(
 
 
 def test_a_refused_file_shows_its_line_errors(page: Page, alice: Account, tmp_path: Path) -> None:
-    _log_in(page, alice)
+    log_in(page, alice)
     bad = tmp_path / "broken.jsonl"
     bad.write_text(
         json.dumps({"instruction": "fine", "output": "ok"})

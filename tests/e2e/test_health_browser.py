@@ -3,29 +3,22 @@ loss chart and an entry with its advice and rows on the timeline), and a reload 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Account
+from tests.e2e.support import log_in
 from tests.worker.health_support import spike_job, spike_rows, submit, upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 
 
-def _log_in(page: Page, account: Account) -> None:
-    page.goto("/login")
-    page.locator("#login-form input[name=token]").fill(account.token)
-    page.locator("#login-form button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/$"))
-
-
 def test_a_spike_alarm_appears_live_on_the_job_page(
     page: Page, client, alice: Account, worker, tiny_model: str, tmp_path: Path
 ) -> None:
-    _log_in(page, alice)
+    log_in(page, alice)
     job_id = submit(
         client, alice, spike_job(tiny_model, upload(client, alice, "ok.jsonl", spike_rows()))
     )

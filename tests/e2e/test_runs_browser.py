@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Account
+from tests.e2e.support import log_in
 from tests.runs.support import TwoRuns, submit, two_trained_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
@@ -20,17 +21,10 @@ def two_runs(client, alice: Account, worker, tiny_model: str) -> TwoRuns:
     return two_trained_runs(client, alice, tiny_model)
 
 
-def _log_in(page: Page, account: Account) -> None:
-    page.goto("/login")
-    page.locator("#login-form input[name=token]").fill(account.token)
-    page.locator("#login-form button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/$"))
-
-
 def test_compare_two_runs_and_watch_the_log_tail(
     page: Page, client, alice: Account, two_runs: TwoRuns, tmp_path: Path
 ) -> None:
-    _log_in(page, alice)
+    log_in(page, alice)
     run_a, run_b = two_runs.ids
 
     # Pick both runs in the runs list and compare them.

@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Account
+from tests.e2e.support import log_in
 
 pytestmark = pytest.mark.slow
 
@@ -17,13 +18,6 @@ ONLY_LAST = (
     "{{ m.content }}{{ eos_token }}{% endgeneration %}{% elif m.role == 'assistant' %}"
     "A: {{ m.content }} {% else %}Q: {{ m.content }} {% endif %}{% endfor %}"
 )
-
-
-def _log_in(page: Page, account: Account) -> None:
-    page.goto("/login")
-    page.locator("#login-form input[name=token]").fill(account.token)
-    page.locator("#login-form button[type=submit]").click()
-    expect(page.locator(".topbar .who")).to_have_text(account.name)
 
 
 def _trained(page: Page) -> str:
@@ -49,7 +43,7 @@ def test_editing_a_template_changes_the_preview_and_its_loss_tokens(
         files={"file": ("chat.jsonl", "\n".join(json.dumps(r) for r in rows).encode())},
     )
     dataset_id = upload.json()["id"]
-    _log_in(page, alice)
+    log_in(page, alice)
     page.goto("/chat-templates/new")
     page.locator("input[name=name]").fill("browser template")
     page.select_option("select[name=model]", label="tiny-llama")

@@ -7,7 +7,16 @@ from typing import TypeVar
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from app.models import Checkpoint, Dataset, Export, Job, User
+from app.models import (
+    Checkpoint,
+    Comparison,
+    Dataset,
+    Evaluation,
+    Export,
+    Generation,
+    Job,
+    User,
+)
 
 
 class NotFound(Exception):
@@ -16,7 +25,8 @@ class NotFound(Exception):
         self.what = what
 
 
-T = TypeVar("T", Dataset, Job, Export)
+# Every table with a non-null owner_id (chat templates may be shared: app.chat.library).
+T = TypeVar("T", Dataset, Job, Export, Evaluation, Comparison, Generation)
 
 
 def owned(model: type[T], user: User) -> Select[tuple[T]]:

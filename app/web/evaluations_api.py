@@ -8,11 +8,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import broker
-from app.access import NotFound, get_owned
+from app.access import get_owned
 from app.evaluation.metrics import LOWER_IS_BETTER, MetricsError
 from app.evaluation.service import (
     EvaluationRequestError,
@@ -21,7 +20,7 @@ from app.evaluation.service import (
     model_label,
     run_evaluations,
 )
-from app.models import Checkpoint, Evaluation, Job, User
+from app.models import Checkpoint, Evaluation, Job
 from app.web.deps import CurrentUser, SessionDep
 
 router = APIRouter(prefix="/api", tags=["evaluations"])
@@ -34,15 +33,6 @@ class EvaluationIn(BaseModel):
     base_model: int | str | None = None  # a base model's name or id
     dataset_id: int
     metrics: list[str] | None = None  # left out: every metric the dataset's kind allows
-
-
-def get_owned_evaluation(session: Session, evaluation_id: int, user: User) -> Evaluation:
-    evaluation = session.scalar(
-        select(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.owner_id == user.id)
-    )
-    if evaluation is None:
-        raise NotFound("evaluation")
-    return evaluation
 
 
 def evaluation_json(
@@ -108,7 +98,7 @@ def post_evaluation(body: EvaluationIn, session: SessionDep, user: CurrentUser) 
 @router.get("/evaluations/{evaluation_id}")
 def get_evaluation(evaluation_id: int, session: SessionDep, user: CurrentUser) -> dict:
     """The evaluation's status and results (each generated answer under ``results.samples``)."""
-    return evaluation_json(session, get_owned_evaluation(session, evaluation_id, user))
+    return evaluation_json(session, get_owned(session, Evaluation, evaluation_id, user))
 
 
 @router.get("/jobs/{job_id}/evaluations")

@@ -14,12 +14,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.settings import get_settings
+
 
 @dataclass
 class ChildResult:
     returncode: int
     cancelled: bool
     error: str | None
+
+    @property
+    def failure(self) -> str | None:
+        """Why the child failed (its error file, else its exit code); None when it succeeded."""
+        if self.returncode == 0:
+            return None
+        return self.error or f"exit code {self.returncode}"
+
+
+def run_unattended(module: str, args: list[str], work_dir: Path, log_name: str) -> ChildResult:
+    """``run_child`` for work no one cancels and no heartbeat watches (exports, evaluations,
+    generations): the log and ``error.txt`` go in ``work_dir``."""
+    settings = get_settings()
+    return run_child(
+        module,
+        args,
+        log_path=work_dir / log_name,
+        error_path=work_dir / "error.txt",
+        heartbeat=lambda: None,
+        should_cancel=lambda: False,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        cancel_grace_seconds=settings.cancel_grace_seconds,
+    )
 
 
 def run_child(

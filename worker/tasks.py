@@ -12,7 +12,7 @@ from app.models import Comparison, Export, ExportStatus, Generation, Job, JobSta
 from app.settings import get_settings
 from worker.celery_app import celery
 from worker.evaluation.supervise import supervise_evaluation
-from worker.supervise import run_child
+from worker.supervise import run_child, run_unattended
 
 
 @celery.task(name="worker.tasks.run_job")
@@ -47,11 +47,10 @@ def run_job(job_id: int) -> str:
     )
     with session_scope() as session:
         if result.cancelled:
-            status, error = JobStatus.cancelled, None
-        elif result.returncode == 0:
-            status, error = JobStatus.succeeded, None
+            status = JobStatus.cancelled
         else:
-            status, error = JobStatus.failed, result.error or f"exit code {result.returncode}"
+            status = JobStatus.failed if result.failure else JobStatus.succeeded
+        error = None if result.cancelled else result.failure
         transition(
             session, job_id, to=status, from_=[JobStatus.running], attempt=attempt, error=error
         )
@@ -60,7 +59,6 @@ def run_job(job_id: int) -> str:
 
 @celery.task(name="worker.tasks.run_export")
 def run_export(export_id: int) -> str:
-    settings = get_settings()
     with session_scope() as session:
         moved = session.execute(
             update(Export)
@@ -69,26 +67,18 @@ def run_export(export_id: int) -> str:
         ).rowcount
         if not moved:
             return "skipped"
-    export_dir = settings.exports_dir / str(export_id)
-    result = run_child(
-        "worker.training.export",
-        [str(export_id)],
-        log_path=export_dir / "export.log",
-        error_path=export_dir / "error.txt",
-        heartbeat=lambda: None,
-        should_cancel=lambda: False,
-        heartbeat_seconds=settings.heartbeat_seconds,
-        cancel_grace_seconds=settings.cancel_grace_seconds,
-    )
+    export_dir = get_settings().exports_dir / str(export_id)
+    result = run_unattended("worker.training.export", [str(export_id)], export_dir, "export.log")
     with session_scope() as session:
-        export = session.get(Export, export_id)
-        assert export is not None
-        export.finished_at = utcnow()
-        if result.returncode == 0:
-            export.status = ExportStatus.succeeded
-        else:
-            export.status = ExportStatus.failed
-            export.error = result.error or f"exit code {result.returncode}"
+        session.execute(
+            update(Export)
+            .where(Export.id == export_id)
+            .values(
+                status=ExportStatus.failed if result.failure else ExportStatus.succeeded,
+                error=result.failure,
+                finished_at=utcnow(),
+            )
+        )
     return "done"
 
 
@@ -109,20 +99,9 @@ def _cancel_requested(job_id: int) -> bool:
 def _run_generation_process(kind: str, ident: int) -> str:
     """Supervise ``worker.comparisons`` for a comparison or a playground turn; the process writes
     each generation's progress, this records how the whole thing ended."""
-    settings = get_settings()
-    work_dir = settings.data_dir / "generations" / f"{kind}-{ident}"
-    result = run_child(
-        "worker.comparisons",
-        [kind, str(ident)],
-        log_path=work_dir / "generate.log",
-        error_path=work_dir / "error.txt",
-        heartbeat=lambda: None,
-        should_cancel=lambda: False,
-        heartbeat_seconds=settings.heartbeat_seconds,
-        cancel_grace_seconds=settings.cancel_grace_seconds,
-    )
-    failed = result.returncode != 0
-    error = (result.error or f"exit code {result.returncode}") if failed else None
+    work_dir = get_settings().data_dir / "generations" / f"{kind}-{ident}"
+    result = run_unattended("worker.comparisons", [kind, str(ident)], work_dir, "generate.log")
+    failed, error = result.failure is not None, result.failure
     with session_scope() as session:
         if kind == "comparison":
             status = JobStatus.failed if failed else JobStatus.succeeded

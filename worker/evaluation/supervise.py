@@ -8,7 +8,7 @@ from sqlalchemy import update
 from app.db import session_scope
 from app.models import Evaluation, JobStatus, utcnow
 from app.settings import get_settings
-from worker.supervise import run_child
+from worker.supervise import run_unattended
 
 PROCESS_MODULE = "worker.evaluation"
 
@@ -27,21 +27,9 @@ def _move(evaluation_id: int, from_: JobStatus, **values: object) -> bool:
 def supervise_evaluation(evaluation_id: int) -> str:
     if not _move(evaluation_id, JobStatus.queued, status=JobStatus.running):
         return "skipped"  # already handled by another delivery
-    settings = get_settings()
-    work_dir = settings.data_dir / "evaluations" / str(evaluation_id)
-    result = run_child(
-        PROCESS_MODULE,
-        [str(evaluation_id)],
-        log_path=work_dir / "evaluation.log",
-        error_path=work_dir / "error.txt",
-        heartbeat=lambda: None,
-        should_cancel=lambda: False,
-        heartbeat_seconds=settings.heartbeat_seconds,
-        cancel_grace_seconds=settings.cancel_grace_seconds,
-    )
-    if result.returncode == 0:
-        status, error = JobStatus.succeeded, None
-    else:
-        status, error = JobStatus.failed, result.error or f"exit code {result.returncode}"
+    work_dir = get_settings().data_dir / "evaluations" / str(evaluation_id)
+    result = run_unattended(PROCESS_MODULE, [str(evaluation_id)], work_dir, "evaluation.log")
+    status = JobStatus.failed if result.failure else JobStatus.succeeded
+    error = result.failure
     _move(evaluation_id, JobStatus.running, status=status, error=error, finished_at=utcnow())
     return status.value

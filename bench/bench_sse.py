@@ -37,47 +37,30 @@ import asyncio
 import json
 import os
 import random
-import resource
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from live_studio import (
+    Studio,
+    configure,
+    cpu_seconds,
+    percentile,
+    raise_fd_limit,
+    this_process_cpu,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 VOCABULARY = (
     "the model learns to follow instructions written by people who want clear answers about "
     "data training evaluation tokens gradients batches schedules adapters checkpoints and more"
 )
 WORDS = VOCABULARY.split()
 ENDED = ("succeeded", "failed", "cancelled")
-
-
-def raise_fd_limit(wanted: int) -> int:
-    """Raise the soft RLIMIT_NOFILE (inherited by the server we start) as far as allowed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def configure(data_dir: Path) -> None:
-    """Settings are read once per process: set the environment before importing ``app``."""
-    os.environ["FTSTUDIO_DATA_DIR"] = str(data_dir)
-    os.environ.setdefault("FTSTUDIO_MODELS_DIR", str(REPO / ".data" / "models"))
-    os.environ["FTSTUDIO_QUEUE"] = f"bench-{uuid.uuid4().hex[:8]}"
-    os.environ["FTSTUDIO_SECRET_KEY"] = "bench-secret"
-    os.environ.pop("FTSTUDIO_DATABASE_URL", None)
-    os.environ.pop("FTSTUDIO_BROKER_URL", None)
-    sys.path.insert(0, str(REPO))
 
 
 def alpaca_rows(count: int, seed: int = 0) -> bytes:
@@ -91,150 +74,6 @@ def alpaca_rows(count: int, seed: int = 0) -> bytes:
         }
         lines.append(json.dumps(record))
     return "\n".join(lines).encode()
-
-
-def _die_with_parent() -> None:
-    """Linux: a server or worker we start gets SIGTERM when this script exits, however it exits."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (not its children), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-@dataclass
-class Studio:
-    root: Path
-    url: str = ""
-    token: str = ""
-    web: subprocess.Popen | None = None
-    worker: subprocess.Popen | None = None
-    logs: list = field(default_factory=list)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def start(self) -> None:
-        from app.auth import create_token, get_or_create_user
-        from app.base_models import register_model
-        from app.cli import worker_command
-        from app.db import session_scope
-        from app.migrate import upgrade_to_head
-        from app.settings import get_settings
-
-        upgrade_to_head()
-        bundled = get_settings().bundled_model_dir
-        if not (bundled / ".complete").exists():
-            raise SystemExit(f"the bundled model is missing at {bundled}: run `make setup` first")
-        tiny = self.root / "models" / "tiny-llama"
-        # torch stays out of this process (it runs the clients): build the model in a child.
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys, pathlib; from worker.tiny_model import build_tiny_llama; "
-                "build_tiny_llama(pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]))",
-                str(bundled),
-                str(tiny),
-            ],
-            cwd=REPO,
-            check=True,
-        )
-        with session_scope() as session:
-            register_model(session, "tiny-llama", tiny)
-            user = get_or_create_user(session, "bench", admin=True)
-            self.token = create_token(session, user, "bench")
-
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        web_log = (self.root / "web.log").open("wb")
-        worker_log = (self.root / "worker.log").open("wb")
-        self.logs += [web_log, worker_log]
-        self.web = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "web", "--port", str(port)],
-            stdout=web_log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            preexec_fn=_die_with_parent,
-        )
-        self.worker = subprocess.Popen(
-            worker_command(),
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            preexec_fn=_die_with_parent,
-        )
-
-        def web_up() -> bool:
-            if self.web.poll() is not None:
-                raise SystemExit(f"the web server exited:\n{self._tail('web.log')}")
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        def worker_up() -> bool:
-            if self.worker.poll() is not None:
-                raise SystemExit(f"the worker exited:\n{self._tail('worker.log')}")
-            return b"ready." in (self.root / "worker.log").read_bytes()
-
-        _wait_for(web_up, 60, "the web server")
-        _wait_for(worker_up, 120, "the worker")
-
-    def _tail(self, name: str) -> str:
-        return (self.root / name).read_text(errors="replace")[-3000:]
-
-    def stop_worker(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait()
-
-    def stop(self) -> None:
-        self.stop_worker()
-        if self.web is not None and self.web.poll() is None:
-            self.web.terminate()
-            try:
-                self.web.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.web.kill()
-                self.web.wait()
-        for log in self.logs:
-            log.close()
 
 
 @dataclass
@@ -431,7 +270,7 @@ async def windowed_run(
                         )
                         clients += watching
                     await asyncio.sleep(settle)
-                    cpu, own, started = cpu_seconds(studio.web.pid), _own_cpu(), time.time()
+                    cpu, own, started = cpu_seconds(studio.web.pid), this_process_cpu(), time.time()
                     await asyncio.sleep(window)
                     ended = time.time()
                     windows.append(
@@ -441,7 +280,7 @@ async def windowed_run(
                             "start": started,
                             "end": ended,
                             "web_cpu_share": (cpu_seconds(studio.web.pid) - cpu) / window,
-                            "client_cpu_share": (_own_cpu() - own) / window,
+                            "client_cpu_share": (this_process_cpu() - own) / window,
                         }
                     )
                 finally:
@@ -475,7 +314,7 @@ async def training_run(
         raise SystemExit(f"job refused: {response.text}")
     job_id = response.json()["id"]
     cpu_before, wall_before = cpu_seconds(studio.web.pid), time.perf_counter()
-    load_before, own_before = os.getloadavg()[0], _own_cpu()
+    load_before, own_before = os.getloadavg()[0], this_process_cpu()
     clients: list[Watcher] = []
     tasks: list[asyncio.Task] = []
     client = new_client(watchers)
@@ -497,7 +336,7 @@ async def training_run(
             task.cancel()
         await client.aclose()
     web_cpu = cpu_seconds(studio.web.pid) - cpu_before
-    own_cpu = _own_cpu() - own_before
+    own_cpu = this_process_cpu() - own_before
     wall = time.perf_counter() - wall_before
     rows = await asyncio.to_thread(metric_rows, job_id)
     (_, t0, n0), (_, t1, n1) = rows[0], rows[-1]
@@ -553,7 +392,7 @@ async def latency_run(
         await asyncio.sleep(2.0)  # let the connection burst settle
         rng = random.Random(1)
         cpu_before, wall_before = cpu_seconds(studio.web.pid), time.perf_counter()
-        own_before = _own_cpu()
+        own_before = this_process_cpu()
         ids = []
         for step in range(1, events + 1):
             # Random gaps, so that writes do not lock step with the streams' poll interval.
@@ -565,7 +404,7 @@ async def latency_run(
                 break
             await asyncio.sleep(0.25)
         web_cpu = cpu_seconds(studio.web.pid) - cpu_before
-        own_cpu = _own_cpu() - own_before
+        own_cpu = this_process_cpu() - own_before
         wall = time.perf_counter() - wall_before
         await api.post(f"/api/jobs/{job_id}/cancel")
     finally:

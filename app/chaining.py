@@ -18,15 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.access import NotFound, get_owned_checkpoint, owned
+from app.methods import get_method, is_reward_model, next_stage_methods
 from app.models import BaseModel, Checkpoint, Dataset, Job, JobEvent, JobStatus, User
-from app.spec import METHOD_DATASET_KINDS, METHODS, PROMPT_LEARNING_ADAPTERS, TrainingSpec
+from app.spec import PROMPT_LEARNING_ADAPTERS, TrainingSpec
 
 TRAINER_STATE = "trainer_state.json"  # written last by the trainer when it saves a checkpoint
 MAX_LINEAGE = 32
 RESUMABLE_STATUSES = (JobStatus.failed, JobStatus.cancelled)
 RESUMED_EVENT = "resumed"  # JobEvent kind, one per resume
-# The stage a run usually feeds; the job page offers it first.
-NEXT_STAGE = {"pretrain": "sft", "sft": "dpo", "reward": "reward"}
 
 
 def _error(msg: str, type_: str) -> dict[str, Any]:
@@ -74,7 +73,7 @@ def parent_errors(spec: TrainingSpec, model: BaseModel, parent: Checkpoint) -> l
                 "incompatible",
             )
         )
-    if job.method == "reward" and spec.method != "reward":
+    if is_reward_model(job.method) and not is_reward_model(spec.method):
         errors.append(
             _error(
                 f"checkpoint {parent.id} is a reward model (a score head instead of the language "
@@ -84,13 +83,6 @@ def parent_errors(spec: TrainingSpec, model: BaseModel, parent: Checkpoint) -> l
             )
         )
     return errors
-
-
-def next_stage_methods(parent_method: str) -> list[str]:
-    """The methods a run from a ``parent_method`` checkpoint may use, the usual next one first."""
-    allowed = ["reward"] if parent_method == "reward" else list(METHODS)
-    first = NEXT_STAGE.get(parent_method, parent_method)
-    return sorted(allowed, key=lambda method: method != first)
 
 
 def lineage(session: Session, checkpoint: Checkpoint) -> list[Checkpoint]:
@@ -188,9 +180,9 @@ def next_stage_values(
     checkpoint = get_owned_checkpoint(session, checkpoint_id, user)
     methods = next_stage_methods(checkpoint.job.method)
     chosen = method if method in methods else methods[0]
-    kinds = METHOD_DATASET_KINDS[chosen]
+    kind = get_method(chosen).dataset_kind
     dataset = session.scalar(
-        owned(Dataset, user).where(Dataset.kind.in_(kinds)).order_by(Dataset.id.desc()).limit(1)
+        owned(Dataset, user).where(Dataset.kind == kind).order_by(Dataset.id.desc()).limit(1)
     )
     values: dict[str, Any] = {
         "parent_checkpoint_id": checkpoint.id,

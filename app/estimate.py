@@ -22,6 +22,7 @@ from app.architecture import (
     read_config,
     targeted,
 )
+from app.methods import get_method
 from app.models import BaseModel, Dataset, DatasetRow
 from app.spec import TrainingSpec
 
@@ -79,12 +80,14 @@ def memory_breakdown(
         weights = base * weight_bytes + count.adapter * param_bytes
         compute = weight_bytes
     gradients = count.trainable * param_bytes
+    reference = reference_model_bytes(arch, spec)
     optimizer = count.trainable * _optimizer_state_bytes(spec, param_bytes)
     activations = activation_bytes(arch, spec, seq_len, compute)
-    subtotal = weights + gradients + optimizer + activations
+    subtotal = weights + reference + gradients + optimizer + activations
     overhead = subtotal * ALLOCATOR_OVERHEAD
     parts = {
         "weights": weights,
+        "reference_model": reference,
         "gradients": gradients,
         "optimizer": optimizer,
         "activations": activations,
@@ -100,6 +103,15 @@ def memory_breakdown(
         else arch.dtype,
         "sequence_length": seq_len,
     }
+
+
+def reference_model_bytes(arch: Architecture, spec: TrainingSpec) -> int:
+    """Methods that train against a frozen reference (the method table's ``reference_model``)
+    keep a second copy of the weights when the run updates the weights themselves (full,
+    freeze); with a peft adapter the reference is the base with the adapter switched off."""
+    if not get_method(spec.method).reference_model or spec.adapter not in ("full", "freeze"):
+        return 0
+    return arch.total_params * DTYPE_BYTES[arch.dtype]
 
 
 def activation_bytes(arch: Architecture, spec: TrainingSpec, seq_len: int, compute: int) -> int:

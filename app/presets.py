@@ -11,6 +11,11 @@ defaults; TRL's KTO docs suggest lr 5e-7 to 5e-6 and weights near 1); ORPO with 
 0.1 as in the ORPO paper, lr 8e-6 as common ORPO recipes use; SimPO with beta 2.0 and gamma 1.0
 (gamma/beta 0.5, the SimPO authors' Llama-3 base setting); a reward model on LoRA at lr 5e-5
 with a small reward-centring term (0.01, the value TRL's RewardConfig recommends).
+
+Online RL starts from an SFT model too, at lr about 1e-6: GRPO with 4 answers per prompt, beta
+0.04 and an exact-match rule reward (the DeepSeekMath GRPO paper's KL weight; TRL's GRPO docs);
+PPO with TRL's defaults (KL 0.05, clip 0.2, value weight 0.1, 4 epochs per batch) and lr 3e-6 as
+in TRL's PPO example, scored by a reward run's checkpoint the user chooses.
 """
 
 from __future__ import annotations
@@ -27,9 +32,18 @@ class Preset:
     title: str
     description: str
     values: dict[str, Any] = field(default_factory=dict)
+    # Fields the user must choose (ids of their own objects, such as a reward checkpoint): the
+    # preset leaves them empty.
+    requires: tuple[str, ...] = ()
 
-    def spec(self) -> TrainingSpec:
-        return TrainingSpec.model_validate(self.values)
+    def spec(self, **choices: Any) -> TrainingSpec:
+        return TrainingSpec.model_validate({**self.values, **choices})
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Every spec value, with the fields the user must choose left empty (validated with a
+        stand-in id, since the spec refuses them missing)."""
+        stand_ins = dict.fromkeys(self.requires, 1)
+        return self.spec(**stand_ins).model_dump() | dict.fromkeys(self.requires)
 
 
 _COMMON = {"lr_scheduler_type": "cosine", "warmup_steps": 0.03, "max_grad_norm": 1.0}
@@ -214,11 +228,47 @@ PREFERENCE_PRESETS: tuple[Preset, ...] = (
     ),
 )
 
-PRESETS = PRESETS + PREFERENCE_PRESETS
+RL_PRESETS: tuple[Preset, ...] = (
+    Preset(
+        "grpo-lora",
+        "GRPO on LoRA",
+        "Group-relative RL from an SFT model: 4 answers per prompt scored by an exact-match "
+        "rule against each row's reference, beta 0.04, lr 1e-6.",
+        {
+            **_PREFERENCE,
+            "method": "grpo",
+            "beta": 0.04,
+            "num_generations": 4,
+            "per_device_train_batch_size": 4,
+            "max_completion_length": 128,
+            "reward_functions": [{"type": "exact", "weight": 1.0}],
+            "learning_rate": 1e-6,
+        },
+    ),
+    Preset(
+        "ppo-lora",
+        "PPO on LoRA",
+        "RLHF from an SFT model, scored by one of your reward runs (choose its checkpoint): "
+        "KL 0.05, clip 0.2, 4 epochs per batch of rollouts, lr 3e-6.",
+        {
+            **_PREFERENCE,
+            "method": "ppo",
+            "kl_coef": 0.05,
+            "cliprange": 0.2,
+            "vf_coef": 0.1,
+            "num_ppo_epochs": 4,
+            "max_completion_length": 128,
+            "learning_rate": 3e-6,
+        },
+        requires=("reward_checkpoint_id",),
+    ),
+)
+
+PRESETS = PRESETS + PREFERENCE_PRESETS + RL_PRESETS
 PRESETS_BY_NAME = {preset.name: preset for preset in PRESETS}
 
 
 def preset_values(name: str | None) -> dict[str, Any]:
     """The preset's spec values with every default filled in; {} for no or an unknown name."""
     preset = PRESETS_BY_NAME.get(name or "")
-    return preset.spec().model_dump() if preset else {}
+    return preset.hyperparameters() if preset else {}

@@ -4,8 +4,9 @@ The job form is generated from it, the API validates against it, the job stores
 ``spec.model_dump()`` with ``SPEC_VERSION``, and ``worker.training.mapping`` turns it into
 TRL/peft/bitsandbytes objects. Field names follow transformers/TRL/peft where those have one.
 
-Adapter knobs say which adapters they apply to (``adapters`` in the field's schema extra), method
-knobs which methods (``methods``), and ``when`` gives a condition on another field. A knob that
+Adapter knobs say which adapters they apply to (``adapters`` in the field's schema extra), and
+``when`` gives a condition on another field; which knobs belong to which method is said once, in
+the method table (``app.methods``). A knob that
 does not apply must keep its default: a request that sets it is refused with the reason, never
 silently ignored.
 """
@@ -19,9 +20,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.methods import METHOD_NAMES, METHODS, methods_with_field
+
 SPEC_VERSION = 1
 
-Method = Literal["sft", "pretrain", "dpo", "kto", "orpo", "simpo", "reward", "ppo", "grpo"]
+Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 Adapter = Literal["full", "freeze", "lora", "dora", "qlora", "prefix", "prompt", "ptuning", "ia3"]
 Optimizer = Literal[
     "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adafactor"
@@ -46,25 +49,7 @@ DpoLossType = Literal[
     "sigmoid_norm",
 ]
 
-METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
 ADAPTERS: tuple[str, ...] = Adapter.__args__  # type: ignore[attr-defined]
-# The dataset kinds (app.data.canonical.KINDS) each method trains on.
-METHOD_DATASET_KINDS: dict[str, tuple[str, ...]] = {
-    "sft": ("sft",),
-    "pretrain": ("text",),
-    "dpo": ("preference",),
-    "kto": ("kto",),
-    "orpo": ("preference",),
-    "simpo": ("preference",),
-    "reward": ("preference",),
-    "ppo": ("prompt",),
-    "grpo": ("prompt",),
-}
-# Methods that compare a chosen with a rejected answer through a policy (and beta).
-PREFERENCE_METHODS = ("dpo", "orpo", "simpo")
-BETA_METHODS = (*PREFERENCE_METHODS, "kto", "grpo")
-# Methods that learn from answers the model generates during training, scored by rewards.
-RL_METHODS = ("ppo", "grpo")
 LORA_ADAPTERS = ("lora", "dora", "qlora")
 PROMPT_LEARNING_ADAPTERS = ("prefix", "prompt", "ptuning")
 PEFT_ADAPTERS = (*LORA_ADAPTERS, *PROMPT_LEARNING_ADAPTERS, "ia3")
@@ -106,17 +91,14 @@ def knob(
     group: str = "training",
     *,
     adapters: tuple[str, ...] | None = None,
-    methods: tuple[str, ...] | None = None,
     when: dict[str, Any] | None = None,
     **bounds: Any,
 ) -> Any:
-    """A spec field with help text, the form group it is shown in, and (for adapter or method
-    knobs) the adapters / methods it applies to and a condition on another field."""
+    """A spec field with help text, the form group it is shown in, and (for adapter knobs) the
+    adapters it applies to and a condition on another field."""
     extra: dict[str, Any] = {"group": group}
     if adapters is not None:
         extra["adapters"] = list(adapters)
-    if methods is not None:
-        extra["methods"] = list(methods)
     if when is not None:
         extra["when"] = when
     return Field(default, description=help, json_schema_extra=extra, **bounds)
@@ -135,9 +117,7 @@ class TrainingSpec(BaseModel):
 
     method: Method = knob(
         "sft",
-        "Training method: sft (instruction tuning on conversations), pretrain (continual "
-        "pretraining on raw text), dpo / orpo / simpo (preference pairs), kto (answers labelled "
-        "good or bad), reward (a reward model scoring preference pairs).",
+        "Training method: " + "; ".join(f"{m.name}: {m.label}" for m in METHODS.values()) + ".",
         "method",
     )
     adapter: Adapter = knob(
@@ -174,12 +154,10 @@ class TrainingSpec(BaseModel):
         True,
         "Train only on what assistant turns say (and their end-of-turn token), not on system, "
         "user or tool text; a message's loss_weight 0 leaves it out. Off: every token.",
-        methods=("sft",),
     )
     completion_only_loss: bool = knob(
         False,
         "Train only on the final assistant turn (the completion).",
-        methods=("sft",),
     )
     seed: int = knob(42, "Random seed for reproducible runs.", ge=0, le=2**31 - 1)
     optim: Optimizer = knob(
@@ -197,7 +175,6 @@ class TrainingSpec(BaseModel):
         0.0,
         "SFT: NEFTune, uniform noise on the input embeddings while training (5 in the paper; "
         "0: off).",
-        methods=("sft",),
         ge=0,
         le=100,
     )
@@ -206,7 +183,6 @@ class TrainingSpec(BaseModel):
         "SFT / pretraining: pack several rows into each max_length sequence (best-fit), with "
         "position ids restarting per row; rows do not attend to each other with flash "
         "attention (GPU); other attention kernels see the whole packed sequence.",
-        methods=("sft", "pretrain"),
     )
 
     # Preference methods (names as in TRL's DPOConfig / KTOConfig / CPOConfig / ORPOConfig).
@@ -216,7 +192,6 @@ class TrainingSpec(BaseModel):
         "orpo: weight of the odds-ratio term (lambda in the paper); simpo: reward scale "
         "(the paper uses 2 to 2.5).",
         "method",
-        methods=BETA_METHODS,
         gt=0,
         le=100,
     )
@@ -226,14 +201,12 @@ class TrainingSpec(BaseModel):
         "label_smoothing), exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, "
         "apo_zero, apo_down, discopop, sigmoid_norm.",
         "method",
-        methods=("dpo",),
     )
     label_smoothing: float = knob(
         0.0,
         "DPO: assumed probability that a preference label is flipped (robust, exo_pair; "
         "0.1 is typical for robust).",
         "method",
-        methods=("dpo",),
         ge=0,
         lt=0.5,
     )
@@ -242,7 +215,6 @@ class TrainingSpec(BaseModel):
         "KTO: loss weight of answers labelled good; raise it when good answers are rarer "
         "than bad ones.",
         "method",
-        methods=("kto",),
         gt=0,
         le=100,
     )
@@ -250,7 +222,6 @@ class TrainingSpec(BaseModel):
         1.0,
         "KTO: loss weight of answers labelled bad.",
         "method",
-        methods=("kto",),
         gt=0,
         le=100,
     )
@@ -258,7 +229,6 @@ class TrainingSpec(BaseModel):
         0.5,
         "SimPO: target reward margin between chosen and rejected answers.",
         "method",
-        methods=("simpo",),
         ge=0,
         le=100,
     )
@@ -267,7 +237,6 @@ class TrainingSpec(BaseModel):
         "SimPO: weight of an added SFT (behaviour cloning) loss on the chosen answers; "
         "0 is pure SimPO, 1 is CPO-SimPO.",
         "method",
-        methods=("simpo",),
         ge=0,
         le=100,
     )
@@ -277,7 +246,6 @@ class TrainingSpec(BaseModel):
         "GRPO: answers sampled per prompt; each is scored against the others' mean reward. "
         "per_device_train_batch_size must be a multiple of it.",
         "method",
-        methods=("grpo",),
         ge=2,
         le=64,
     )
@@ -285,7 +253,6 @@ class TrainingSpec(BaseModel):
         128,
         "PPO / GRPO: tokens generated per answer during training.",
         "method",
-        methods=RL_METHODS,
         ge=1,
         le=32768,
     )
@@ -293,7 +260,6 @@ class TrainingSpec(BaseModel):
         1.0,
         "PPO / GRPO: sampling temperature of the answers generated during training.",
         "method",
-        methods=RL_METHODS,
         gt=0,
         le=5,
     )
@@ -301,21 +267,15 @@ class TrainingSpec(BaseModel):
         0.05,
         "PPO: weight of the KL penalty that keeps the policy near the reference model.",
         "method",
-        methods=("ppo",),
         ge=0,
         le=10,
     )
-    cliprange: float = knob(
-        0.2, "PPO: clip range of the policy ratio.", "method", methods=("ppo",), gt=0, le=1
-    )
-    vf_coef: float = knob(
-        0.1, "PPO: weight of the value-function loss.", "method", methods=("ppo",), ge=0, le=10
-    )
+    cliprange: float = knob(0.2, "PPO: clip range of the policy ratio.", "method", gt=0, le=1)
+    vf_coef: float = knob(0.1, "PPO: weight of the value-function loss.", "method", ge=0, le=10)
     num_ppo_epochs: int = knob(
         4,
         "PPO: optimisation epochs over each batch of rollouts.",
         "method",
-        methods=("ppo",),
         ge=1,
         le=64,
     )
@@ -325,20 +285,17 @@ class TrainingSpec(BaseModel):
         '"pattern": "^\\d+$", "weight": 0.5}, {"type": "length", "target": 50, "weight": 0.2}]; '
         "exact compares with each row's reference answer.",
         "method",
-        methods=("grpo",),
     )
     reward_checkpoint_id: int | None = knob(
         None,
         "PPO / GRPO: a checkpoint of one of your reward-model runs that scores the answers.",
         "method",
-        methods=RL_METHODS,
         ge=1,
     )
     reward_model: int | None = knob(
         None,
         "PPO / GRPO: a registered base model (a sequence classifier) that scores the answers.",
         "method",
-        methods=RL_METHODS,
         ge=1,
     )
     center_rewards_coefficient: float = knob(
@@ -346,7 +303,6 @@ class TrainingSpec(BaseModel):
         "Reward model: pull the mean reward towards zero with this weight (0: off; 0.01 is "
         "common).",
         "method",
-        methods=("reward",),
         ge=0,
         le=10,
     )
@@ -582,9 +538,8 @@ def field_adapters(name: str) -> tuple[str, ...] | None:
 
 
 def field_methods(name: str) -> tuple[str, ...] | None:
-    """The methods a knob applies to; None: it applies to every method."""
-    methods = _extra(name).get("methods")
-    return tuple(methods) if methods is not None else None
+    """The methods a knob applies to (the method table says); None: it applies to every method."""
+    return methods_with_field(name)
 
 
 def field_condition(name: str) -> dict[str, Any]:

@@ -3,13 +3,10 @@ validator applies after each field has passed its own bounds. Pure functions ove
 
 from __future__ import annotations
 
+from app.methods import METHOD_NAMES, get_method
 from app.spec import (
     ADAPTERS,
-    BETA_METHODS,
     LORA_ADAPTERS,
-    METHODS,
-    PROMPT_LEARNING_ADAPTERS,
-    RL_METHODS,
     TrainingSpec,
     field_adapters,
     field_applies,
@@ -37,7 +34,7 @@ def _inapplicable_knobs(spec: TrainingSpec) -> Problems:
         if values[name] == info.default or field_applies(name, values):
             continue
         adapters = field_adapters(name) or ADAPTERS
-        methods = field_methods(name) or METHODS
+        methods = field_methods(name) or METHOD_NAMES
         if spec.method not in methods:
             reason = (
                 f"applies to method {' / '.join(methods)}, not to {spec.method}: "
@@ -55,45 +52,36 @@ def _inapplicable_knobs(spec: TrainingSpec) -> Problems:
     return problems
 
 
-def _rl_conflicts(spec: TrainingSpec) -> Problems:
+def _reward_conflicts(spec: TrainingSpec) -> Problems:
+    """Online RL: where the rewards come from (the method table's ``reward_source``)."""
+    source = get_method(spec.method).reward_source
     scorer = spec.reward_checkpoint_id is not None or spec.reward_model is not None
     if spec.reward_checkpoint_id is not None and spec.reward_model is not None:
         return [("reward_model", "choose a reward checkpoint or a reward model, not both")]
-    if spec.method == "ppo" and not scorer:
-        return [("reward_checkpoint_id", "PPO needs a reward model: a reward run's checkpoint")]
-    if spec.method == "grpo" and not (scorer or spec.reward_functions):
-        return [("reward_functions", "GRPO needs rule rewards or a reward model")]
-    if spec.method == "grpo" and spec.per_device_train_batch_size % spec.num_generations:
-        return [
+    if source == "model" and not scorer:
+        reason = f"{spec.method.upper()} needs a reward model: a reward run's checkpoint"
+        return [("reward_checkpoint_id", reason)]
+    if source == "model_or_rules" and not (scorer or spec.reward_functions):
+        return [("reward_functions", f"{spec.method.upper()} needs rule rewards or a reward model")]
+    return []
+
+
+def _method_conflicts(spec: TrainingSpec) -> Problems:
+    method = get_method(spec.method)
+    problems: Problems = [*_reward_conflicts(spec)] if method.reward_source != "none" else []
+    if "num_generations" in method.fields and (
+        spec.per_device_train_batch_size % spec.num_generations
+    ):
+        problems.append(
             (
                 "num_generations",
                 f"per_device_train_batch_size ({spec.per_device_train_batch_size}) must be a "
                 f"multiple of num_generations ({spec.num_generations})",
             )
-        ]
-    if spec.method == "ppo" and spec.adapter in (*PROMPT_LEARNING_ADAPTERS, "qlora", "ia3"):
-        return [("adapter", "PPO trains full, freeze, lora or dora policies")]
-    return []
-
-
-def _method_conflicts(spec: TrainingSpec) -> Problems:
-    problems: Problems = [*_rl_conflicts(spec)] if spec.method in RL_METHODS else []
-    if spec.method in (*BETA_METHODS, "reward", "ppo") and spec.adapter in PROMPT_LEARNING_ADAPTERS:
-        problems.append(
-            (
-                "adapter",
-                f"{spec.method} cannot train {spec.adapter} adapters: TRL's preference and "
-                "reward trainers score every answer token by position, and virtual tokens "
-                "shift those positions. Use lora, dora, qlora, ia3, freeze or full",
-            )
         )
-    if spec.method == "reward" and spec.adapter == "freeze":
+    if reason := method.refused_adapters.get(spec.adapter):
         problems.append(
-            (
-                "adapter",
-                "a reward model needs its new score head trained, which freeze leaves "
-                "frozen. Use lora, dora, qlora, ia3 or full",
-            )
+            ("adapter", f"{spec.method} cannot train {spec.adapter} adapters: {reason}")
         )
     return problems
 

@@ -14,7 +14,8 @@ from bs4 import BeautifulSoup
 from sqlalchemy import select
 
 from app.base_models import register_model
-from app.chaining import TRAINER_STATE, next_stage_methods
+from app.chaining import TRAINER_STATE
+from app.methods import next_stage_methods
 from app.db import session_scope
 from app.jobs import ResumeRefused, create_job, reap_stale_jobs, resume_job, transition
 from app.models import (

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from bs4 import BeautifulSoup
 
+from app.methods import METHODS, get_method
 from app.presets import PRESETS, preset_values
-from app.spec import BETA_METHODS, METHOD_DATASET_KINDS, PREFERENCE_METHODS, TrainingSpec
+from app.spec import TrainingSpec
 from tests.conftest import Account
 from worker.training.adapters import peft_config, quantization_config
 from worker.training.mapping import method_config
@@ -17,11 +18,16 @@ from worker.training.mapping import method_config
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
 def test_preset_is_a_valid_spec_that_maps(preset, tmp_path: Path) -> None:
-    spec = preset.spec()
-    assert spec.model_dump() == TrainingSpec.model_validate(preset.values).model_dump()
+    choices = dict.fromkeys(preset.requires, 1)  # ids the user chooses (a reward checkpoint)
+    spec = preset.spec(**choices)
+    expected = TrainingSpec.model_validate({**preset.values, **choices})
+    assert spec.model_dump() == expected.model_dump()
+    assert {k: v for k, v in preset.hyperparameters().items() if k not in preset.requires} == {
+        k: v for k, v in spec.model_dump().items() if k not in preset.requires
+    }
     config = method_config(spec, tmp_path, use_cpu=True)
     assert config.learning_rate == spec.learning_rate
-    if spec.method in BETA_METHODS:
+    if "beta" in get_method(spec.method).fields:
         assert config.beta == spec.beta
     if spec.adapter in ("full", "freeze"):
         assert peft_config(spec) is None
@@ -32,7 +38,7 @@ def test_preset_is_a_valid_spec_that_maps(preset, tmp_path: Path) -> None:
 
 def test_preset_numbers_follow_common_practice() -> None:
     for preset in PRESETS:
-        spec = preset.spec()
+        spec = preset.spec(**dict.fromkeys(preset.requires, 1))
         if spec.adapter in ("lora", "dora", "qlora"):
             assert 8 <= spec.lora_r <= 64 and spec.lora_alpha == 2 * spec.lora_r, preset.name
         if spec.method in ("sft", "pretrain", "reward"):
@@ -41,9 +47,9 @@ def test_preset_numbers_follow_common_practice() -> None:
             low, high = 5e-7, 1e-5
         assert low <= spec.learning_rate <= high, preset.name
         assert spec.max_grad_norm == 1.0 and spec.warmup_steps <= 0.05
-    by_method = {p.spec().method: p.spec() for p in reversed(PRESETS)}  # the first of each
-    covered = {"sft", "pretrain", *PREFERENCE_METHODS, "kto", "reward"}
-    assert set(by_method) >= covered, covered - set(by_method)
+    by_method = {p.values["method"]: p for p in reversed(PRESETS)}  # the first of each
+    assert set(by_method) == set(METHODS), set(METHODS) - set(by_method)
+    by_method = {m: p.spec(**dict.fromkeys(p.requires, 1)) for m, p in by_method.items()}
     assert by_method["dpo"].beta == 0.1 and by_method["kto"].beta == 0.1
     assert 2.0 <= by_method["simpo"].beta <= 2.5
     assert by_method["simpo"].simpo_gamma / by_method["simpo"].beta == 0.5
@@ -66,6 +72,7 @@ SAMPLES = {
         ],
         "label": True,
     },
+    "prompt": {"prompt": [{"role": "user", "content": "Say hi."}], "completion": "Hi!"},
 }
 
 
@@ -84,7 +91,7 @@ def _upload_kinds(client, account: Account) -> dict[str, int]:
 
 
 def _kind(method: str) -> str:
-    kind = METHOD_DATASET_KINDS[method][0]
+    kind = get_method(method).dataset_kind
     assert kind in SAMPLES, f"add a {kind} row to SAMPLES for the {method} presets"
     return kind
 
@@ -93,8 +100,14 @@ def test_api_lists_presets_and_each_estimates(client, alice: Account, tiny_model
     listed = client.get("/api/presets", headers=alice.headers).json()
     assert [p["name"] for p in listed] == [p.name for p in PRESETS]
     datasets = _upload_kinds(client, alice)
+    models = client.get("/api/models", headers=alice.headers).json()
+    scorer = next(m["id"] for m in models if m["name"] == tiny_model)
     for preset in listed:
         hyper = dict(preset["hyperparameters"])
+        if preset["requires"]:  # the reward checkpoint the user would choose: a model here
+            assert preset["requires"] == ["reward_checkpoint_id"], preset["name"]
+            assert hyper["reward_checkpoint_id"] is None
+            hyper["reward_model"] = scorer
         body = {
             "base_model": tiny_model,
             "dataset_id": datasets[_kind(hyper["method"])],

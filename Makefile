@@ -10,8 +10,8 @@ VENDOR := static/vendor
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run setup install install-dev vendor test test-unit test-embedded test-services test-slow \
-        chromium bench lint format clean
+.PHONY: run setup install install-dev vendor test test-data test-unit test-embedded test-services \
+        test-slow chromium bench lint format clean
 
 run: setup
 	$(FTSTUDIO) up
@@ -50,7 +50,29 @@ vendor: node_modules/.package-lock.json
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
 
-test: install-dev vendor chromium
+# The tests' real sample data: LLaMA-Factory's demo datasets, from the `data/` folder of the
+# llamafactory source distribution on PyPI (downloaded once, nothing installed), checked against
+# the sha256 list in tests/support, kept in a folder git ignores. A second run skips this.
+LF_VERSION := 0.9.5
+LF_CACHE := .cache
+LF_DATA := $(LF_CACHE)/llamafactory-data
+LF_SUMS := tests/support/llamafactory-data.sha256
+LF_FILES := $(shell awk '{print $$2}' $(LF_SUMS))
+
+$(LF_DATA)/.complete: $(LF_SUMS) | $(PY)
+	rm -rf $(LF_DATA) $(LF_CACHE)/llamafactory-sdist
+	$(PY) -m pip download -q --no-deps --no-binary :all: llamafactory==$(LF_VERSION) \
+		-d $(LF_CACHE)/llamafactory-sdist
+	mkdir -p $(LF_DATA)
+	tar -xzf $(LF_CACHE)/llamafactory-sdist/llamafactory-$(LF_VERSION).tar.gz -C $(LF_DATA) \
+		--strip-components=2 $(addprefix llamafactory-$(LF_VERSION)/data/,$(LF_FILES))
+	cd $(LF_DATA) && sha256sum --quiet -c $(abspath $(LF_SUMS))
+	rm -rf $(LF_CACHE)/llamafactory-sdist
+	touch $@
+
+test-data: $(LF_DATA)/.complete
+
+test: install-dev vendor chromium test-data
 	$(FTSTUDIO) setup
 	$(MAKE) test-embedded test-services test-slow
 
@@ -75,7 +97,7 @@ test-unit:
 	$(PYTEST) -m "not slow and not worker"
 
 # Benchmarks print ratios against a peer measured in the same run; figures go in BENCHMARKS.md.
-bench: install-dev
+bench: install-dev test-data
 	$(FTSTUDIO) setup
 	$(PY) bench/bench_import.py
 	$(PY) bench/bench_sse.py
@@ -89,4 +111,4 @@ format:
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache
+	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache $(LF_CACHE)

@@ -4,31 +4,36 @@ anything else refused with the byte offset. Column names come out clean."""
 from __future__ import annotations
 
 import json
+from functools import cache
 
 import pytest
 
 from tests.conftest import Account
-from tests.data.support import SHARED, all_rows, imported, upload
+from tests.support.datasets import all_rows, imported, llamafactory_file, post_dataset
 
-ZH = json.loads((SHARED / "alpaca_zh_demo.json").read_text(encoding="utf-8"))[:50]
+
+@cache
+def _zh() -> list[dict]:
+    """The first 50 records of LLaMA-Factory's Chinese Alpaca demo."""
+    return json.loads(llamafactory_file("alpaca_zh_demo.json").read_text(encoding="utf-8"))[:50]
 
 
 def _zh_jsonl() -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ZH)
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _zh())
 
 
 def _zh_csv() -> str:
     def cell(text: str) -> str:
         return '"' + text.replace('"', '""') + '"'
 
-    rows = [",".join(cell(r[k]) for k in ("instruction", "input", "output")) for r in ZH]
+    rows = [",".join(cell(r[k]) for k in ("instruction", "input", "output")) for r in _zh()]
     return "instruction,input,output\r\n" + "\r\n".join(rows) + "\r\n"
 
 
 def _assert_zh(client, account: Account, body: dict) -> None:
-    assert body["num_rows"] == len(ZH) and body["format"] == "alpaca"
+    assert body["num_rows"] == len(_zh()) and body["format"] == "alpaca"
     rows = all_rows(client, account, body["id"])
-    assert [r["messages"][-1]["content"] for r in rows] == [r["output"] for r in ZH]
+    assert [r["messages"][-1]["content"] for r in rows] == [r["output"] for r in _zh()]
     assert "细胞理论" in rows[0]["messages"][-1]["content"]
 
 
@@ -46,7 +51,11 @@ ENCODED = {
 def test_chinese_text_survives_every_encoding(
     client, alice: Account, encoding: str, suffix: str
 ) -> None:
-    text = {".jsonl": _zh_jsonl(), ".csv": _zh_csv(), ".json": json.dumps(ZH, ensure_ascii=False)}
+    text = {
+        ".jsonl": _zh_jsonl(),
+        ".csv": _zh_csv(),
+        ".json": json.dumps(_zh(), ensure_ascii=False),
+    }
     body = imported(client, alice, f"zh{suffix}", ENCODED[encoding](text[suffix]))
     _assert_zh(client, alice, body)
     if encoding == "gb18030":
@@ -74,14 +83,14 @@ def test_gbk_text_is_detected_and_can_be_declared(client, alice: Account) -> Non
 
 def test_utf16_without_bom_must_be_declared(client, alice: Account) -> None:
     raw = _zh_jsonl().encode("utf-16-le")
-    status, body = upload(client, alice, "zh.jsonl", raw)
+    status, body = post_dataset(client, alice, "zh.jsonl", raw)
     assert status == 422 and "utf-16-le" in body["detail"]
     _assert_zh(client, alice, imported(client, alice, "zh.jsonl", raw, encoding="utf-16-le"))
 
 
 def test_latin1_is_refused_with_the_byte_offset(client, alice: Account) -> None:
     raw = '{"instruction": "caf\u00e9", "output": "ok"}\n'.encode("latin-1")
-    status, body = upload(client, alice, "fr.jsonl", raw)
+    status, body = post_dataset(client, alice, "fr.jsonl", raw)
     assert status == 422
     offset = raw.index(0xE9)
     assert f"the byte at offset {offset} is not UTF-8" in body["detail"]
@@ -92,11 +101,11 @@ def test_a_bad_byte_after_the_sample_is_refused_with_its_offset(client, alice: A
     raw = bytearray((line * 2000).encode())
     offset = len(line) * 1500 + 20
     raw[offset] = 0xFF
-    status, body = upload(client, alice, "late.jsonl", bytes(raw))
+    status, body = post_dataset(client, alice, "late.jsonl", bytes(raw))
     assert status == 422
     assert f"bad byte at offset {offset}" in body["detail"]
 
 
 def test_an_unsupported_declared_encoding_is_refused(client, alice: Account) -> None:
-    status, body = upload(client, alice, "a.jsonl", b'{"text": "x"}', encoding="latin-1")
+    status, body = post_dataset(client, alice, "a.jsonl", b'{"text": "x"}', encoding="latin-1")
     assert status == 422 and "not supported" in body["detail"]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import Account
-from tests.data.support import all_rows, imported, jsonl, upload
+from tests.support.datasets import all_rows, imported, jsonl, post_dataset
 
 USER = {"role": "user", "content": "What is 2+2?"}
 GOOD = {"role": "assistant", "content": "4"}
@@ -201,14 +201,14 @@ def test_a_format_hint_skips_detection(client, alice: Account) -> None:
 def test_row_errors_say_what_and_where(
     client, alice: Account, records: list, line: int, field: str, message: str
 ) -> None:
-    status, body = upload(client, alice, "bad.jsonl", jsonl(records))
+    status, body = post_dataset(client, alice, "bad.jsonl", jsonl(records))
     assert status == 422
     assert body["errors"] == [{"line": line, "field": field, "message": message}]
 
 
 def test_mapping_errors_use_the_users_column_names(client, alice: Account) -> None:
     records = [{"q": "hi", "a": "hello"}, {"q": "hi"}]
-    status, body = upload(
+    status, body = post_dataset(
         client, alice, "m.jsonl", jsonl(records), mapping={"instruction": "q", "output": "a"}
     )
     assert status == 422
@@ -231,12 +231,12 @@ def test_mapping_errors_use_the_users_column_names(client, alice: Account) -> No
 )
 def test_refused_options(client, alice: Account, fields: dict, detail: str) -> None:
     record = {"instruction": "What is 2+2?", "output": "4"}
-    status, body = upload(client, alice, "r.jsonl", jsonl([record]), **fields)
+    status, body = post_dataset(client, alice, "r.jsonl", jsonl([record]), **fields)
     assert status == 422 and detail in body["detail"]
 
 
 def test_an_unrecognised_layout_lists_the_fields_it_saw(client, alice: Account) -> None:
-    status, body = upload(client, alice, "r.jsonl", jsonl([{"foo": 1, "bar": 2}]))
+    status, body = post_dataset(client, alice, "r.jsonl", jsonl([{"foo": 1, "bar": 2}]))
     assert status == 422
     assert body["errors"] == [
         {"line": 1, "message": "unrecognised record layout (fields: bar, foo)"}
@@ -264,7 +264,9 @@ def test_a_format_family_picks_its_member(
 
 
 def test_a_format_hint_that_does_not_fit_reports_the_missing_fields(client, alice: Account) -> None:
-    status, body = upload(client, alice, "r.jsonl", jsonl([{"q": "a", "a": "b"}]), format="alpaca")
+    status, body = post_dataset(
+        client, alice, "r.jsonl", jsonl([{"q": "a", "a": "b"}]), format="alpaca"
+    )
     assert status == 422
     assert body["errors"][0]["message"] == "missing field 'instruction', 'output' (Alpaca layout)"
 

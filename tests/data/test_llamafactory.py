@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Account
-from tests.data.support import SHARED, all_rows, count_records, imported, load_records
+from tests.support.datasets import (
+    all_rows,
+    count_records,
+    imported,
+    llamafactory_data,
+    llamafactory_file,
+    load_records,
+)
 
 EXPECTED = {
     "alpaca_en_demo.json": ("sft", "alpaca"),
@@ -31,12 +38,12 @@ MAPPED_FORMAT = {"kto_en_demo.json": "sharegpt"}
 
 
 def _info_entries() -> dict[str, dict]:
-    info = json.loads((SHARED / "dataset_info.json").read_text())
+    info = json.loads(llamafactory_file("dataset_info.json").read_text())
     return {entry["file_name"]: entry for entry in info.values() if "file_name" in entry}
 
 
 def test_every_sample_file_is_covered() -> None:
-    data_files = {p.name for p in SHARED.iterdir() if p.suffix in (".json", ".jsonl")}
+    data_files = {p.name for p in llamafactory_data().iterdir() if p.suffix in (".json", ".jsonl")}
     assert data_files - {"dataset_info.json"} == set(EXPECTED)
 
 
@@ -45,7 +52,7 @@ def test_every_sample_file_is_covered() -> None:
 def test_sample_imports_with_kind_and_count(
     client, alice: Account, filename: str, use_entry: bool
 ) -> None:
-    path = SHARED / filename
+    path = llamafactory_file(filename)
     fields = {}
     if use_entry and filename in _info_entries():
         fields["mapping"] = _info_entries()[filename]
@@ -59,7 +66,7 @@ def test_sample_imports_with_kind_and_count(
 
 
 def _rows(client, alice: Account, filename: str, **fields) -> tuple[list[dict], list[dict]]:
-    path = SHARED / filename
+    path = llamafactory_file(filename)
     body = imported(client, alice, filename, path.read_bytes(), **fields)
     return load_records(path), all_rows(client, alice, body["id"])
 
@@ -172,7 +179,7 @@ def test_the_original_upload_is_kept_by_its_hash(client, alice: Account) -> None
 
     from app.settings import get_settings
 
-    raw = (SHARED / "identity.json").read_bytes()
+    raw = llamafactory_file("identity.json").read_bytes()
     imported(client, alice, "identity.json", raw)
     kept = get_settings().uploads_dir / hashlib.sha256(raw).hexdigest()
     assert kept.read_bytes() == raw

@@ -13,7 +13,7 @@ from app.data.errors import ImportRefused, RowError
 from app.data.jsonarray import iter_json_array
 from app.models import Dataset
 from tests.conftest import Account
-from tests.data.support import all_rows, imported, jsonl, upload
+from tests.support.datasets import all_rows, imported, jsonl, post_dataset
 
 BROKEN_LINE = 73_412
 
@@ -30,7 +30,7 @@ def test_a_broken_line_73412_of_jsonl_is_refused_with_that_line(client, alice: A
     lines = [json.dumps(_alpaca(i)) for i in range(80_000)]
     lines[BROKEN_LINE - 1] = lines[BROKEN_LINE - 1][:-1]  # drop the closing brace
     before = _datasets(client, alice)
-    status, body = upload(client, alice, "big.jsonl", ("\n".join(lines) + "\n").encode())
+    status, body = post_dataset(client, alice, "big.jsonl", ("\n".join(lines) + "\n").encode())
     assert status == 422
     assert body["errors"] == [
         {"line": BROKEN_LINE, "message": body["errors"][0]["message"]},
@@ -45,21 +45,23 @@ def test_a_broken_line_73412_inside_a_pretty_printed_array(client, alice: Accoun
     lines = text.replace("[\n", "[\n\n\n", 1).split("\n")  # 73,412: a field line
     assert lines[BROKEN_LINE - 1].lstrip().startswith('"')  # a field line inside a record
     lines[BROKEN_LINE - 1] = lines[BROKEN_LINE - 1].replace('"', "'", 1)
-    status, body = upload(client, alice, "big.json", "\n".join(lines).encode())
+    status, body = post_dataset(client, alice, "big.json", "\n".join(lines).encode())
     assert status == 422
     assert [e["line"] for e in body["errors"]] == [BROKEN_LINE]
 
 
 def test_a_missing_comma_between_array_records_names_its_line(client, alice: Account) -> None:
     content = b'[\n{"instruction": "a", "output": "b"},\n{"instruction": "c", "output": "d"}\n\n{}]'
-    status, body = upload(client, alice, "x.json", content)
+    status, body = post_dataset(client, alice, "x.json", content)
     assert status == 422
     assert body["errors"][0]["line"] == 5
     assert "between records" in body["errors"][0]["message"]
 
 
 def test_an_unclosed_array_is_refused(client, alice: Account) -> None:
-    status, body = upload(client, alice, "x.json", b'[\n{"instruction": "a", "output": "b"},\n')
+    status, body = post_dataset(
+        client, alice, "x.json", b'[\n{"instruction": "a", "output": "b"},\n'
+    )
     assert status == 422 and "not closed" in body["detail"]
 
 
@@ -84,13 +86,13 @@ def test_skip_invalid_keeps_good_rows_and_reports_the_rest(client, alice: Accoun
 def test_without_skip_invalid_the_same_file_is_refused(client, alice: Account) -> None:
     records = [_alpaca(i) for i in range(10)]
     records[2]["output"] = ""
-    status, body = upload(client, alice, "mixed.jsonl", jsonl(records))
+    status, body = post_dataset(client, alice, "mixed.jsonl", jsonl(records))
     assert status == 422 and body["errors"][0]["line"] == 3
 
 
 def test_errors_are_counted_all_and_listed_first_100(client, alice: Account) -> None:
     records = [_alpaca(i) if i % 2 else {"instruction": "x", "output": " "} for i in range(500)]
-    status, body = upload(client, alice, "many.jsonl", jsonl(records))
+    status, body = post_dataset(client, alice, "many.jsonl", jsonl(records))
     assert status == 422
     assert body["detail"] == "250 invalid record(s); nothing was stored"
     assert len(body["errors"]) == 100
@@ -98,13 +100,13 @@ def test_errors_are_counted_all_and_listed_first_100(client, alice: Account) -> 
 
 
 def test_skip_invalid_with_nothing_valid_is_refused(client, alice: Account) -> None:
-    status, body = upload(client, alice, "bad.jsonl", b"{oops\n", skip_invalid="true")
+    status, body = post_dataset(client, alice, "bad.jsonl", b"{oops\n", skip_invalid="true")
     assert status == 422 and "no valid records" in body["detail"]
 
 
 def test_an_empty_file_is_refused(client, alice: Account) -> None:
-    assert upload(client, alice, "empty.jsonl", b"\n\n")[0] == 422
-    assert upload(client, alice, "empty.json", b"[]")[0] == 422
+    assert post_dataset(client, alice, "empty.jsonl", b"\n\n")[0] == 422
+    assert post_dataset(client, alice, "empty.json", b"[]")[0] == 422
 
 
 def test_gzip_files_import_whatever_their_name(client, alice: Account) -> None:
@@ -116,7 +118,7 @@ def test_gzip_files_import_whatever_their_name(client, alice: Account) -> None:
 
 def test_a_damaged_gzip_file_is_refused(client, alice: Account) -> None:
     packed = gzip.compress(jsonl([_alpaca(i) for i in range(2000)]))
-    status, body = upload(client, alice, "cut.jsonl.gz", packed[: len(packed) // 2])
+    status, body = post_dataset(client, alice, "cut.jsonl.gz", packed[: len(packed) // 2])
     assert status == 422 and "gzip" in body["detail"]
 
 

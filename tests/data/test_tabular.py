@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.conftest import Account
-from tests.data.support import all_rows, imported, upload
+from tests.support.datasets import all_rows, imported, post_dataset
 
 QA_CSV = (
     b"id,question,answer\n"
@@ -45,7 +45,7 @@ def test_csv_with_a_llamafactory_entry(client, alice: Account) -> None:
 
 def test_csv_errors_name_the_physical_line_and_the_users_column(client, alice: Account) -> None:
     raw = QA_CSV + b'4,"Another\n\nmultiline",\n'
-    status, body = upload(
+    status, body = post_dataset(
         client, alice, "qa.csv", raw, mapping={"instruction": "question", "output": "answer"}
     )
     assert status == 422
@@ -59,7 +59,7 @@ def test_csv_errors_name_the_physical_line_and_the_users_column(client, alice: A
 
 
 def test_csv_rows_with_the_wrong_number_of_cells(client, alice: Account) -> None:
-    status, body = upload(client, alice, "t.csv", b"instruction,output\na,b\nc,d,e\n")
+    status, body = post_dataset(client, alice, "t.csv", b"instruction,output\na,b\nc,d,e\n")
     assert status == 422 and body["errors"] == [
         {"line": 3, "message": "expected 2 columns, found 3"}
     ]
@@ -74,7 +74,7 @@ def test_tsv_and_kto_labels_as_words(client, alice: Account) -> None:
 
 def test_csv_label_that_is_not_boolean(client, alice: Account) -> None:
     raw = b"prompt,completion,label\nhi,hello,maybe\n"
-    status, body = upload(client, alice, "kto.csv", raw)
+    status, body = post_dataset(client, alice, "kto.csv", raw)
     assert status == 422
     assert body["errors"][0]["field"] == "label"
     assert body["errors"][0]["message"].startswith("label not boolean")
@@ -90,7 +90,7 @@ def test_parquet_with_a_mapping_and_row_numbers(client, alice: Account) -> None:
     )
     raw = _parquet(table, row_group_size=2)
     mapping = {"instruction": "q", "output": "a"}
-    status, body = upload(client, alice, "t.parquet", raw, mapping=mapping)
+    status, body = post_dataset(client, alice, "t.parquet", raw, mapping=mapping)
     assert status == 422 and body["errors"][0]["line"] == 3
     assert body["errors"][0]["field"] == "a"
     body = imported(client, alice, "t.parquet", raw, mapping=mapping, skip_invalid="true")
@@ -114,7 +114,7 @@ def test_parquet_conversations_and_gzip(client, alice: Account) -> None:
 
 
 def test_a_damaged_parquet_file_is_refused(client, alice: Account) -> None:
-    status, body = upload(client, alice, "x.parquet", b"PAR1 not really")
+    status, body = post_dataset(client, alice, "x.parquet", b"PAR1 not really")
     assert status == 422 and "Parquet" in body["detail"]
 
 

@@ -8,7 +8,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from tests.conftest import Account
-from tests.data.support import all_rows, jsonl
+from tests.support.datasets import all_rows, jsonl
 
 
 def _records(n: int) -> bytes:

@@ -18,11 +18,10 @@ from playwright.sync_api import Locator, Page, expect
 
 from tests.conftest import Account
 from tests.e2e.support import log_in
+from tests.support.datasets import alpaca_demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 
-DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
-DEMO = DATASETS / "llamafactory" / "alpaca_en_demo.json"
 # Measured on a 2-core machine: the job shows `running` ~8-9 s before its first point (the
 # training process imports torch/transformers/TRL), then logs ~3-4 steps/s, so 40 steps give
 # ~11 s of live points to watch and to reload during.
@@ -82,7 +81,7 @@ class ChartWatch:
 
 def _upload_demo(page: Page) -> int:
     page.goto("/datasets")
-    page.locator("#upload-form input[type=file]").set_input_files(str(DEMO))
+    page.locator("#upload-form input[type=file]").set_input_files(str(alpaca_demo()))
     page.locator("#upload-form button[type=submit]").click()
     expect(page).to_have_url(re.compile(r"/datasets/\d+$"))
     expect(page.locator(".dataset-rows")).to_have_text("999")

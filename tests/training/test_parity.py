@@ -15,16 +15,10 @@ from trl import SFTConfig, SFTTrainer
 
 from app.jobs import find_base_model
 from tests.conftest import Account, wait_for_job
+from tests.support.datasets import alpaca_demo
 
 pytestmark = pytest.mark.worker
 
-DEMO = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "datasets"
-    / "llamafactory"
-    / "alpaca_en_demo.json"
-)
 ROWS = 48
 HYPER = {
     "max_steps": 8,
@@ -91,7 +85,7 @@ def _plain_trl_losses(model_dir: Path, records: list[dict], out: Path) -> list[f
 def test_studio_and_plain_trl_losses_match(
     client, alice: Account, worker: Path, tiny_model: str, tmp_path: Path
 ) -> None:
-    records = json.loads(DEMO.read_text())[:ROWS]
+    records = json.loads(alpaca_demo().read_text())[:ROWS]
     upload = client.post(
         "/api/datasets",
         headers=alice.headers,

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from app.settings import get_settings
 from tests.conftest import Account
-
-DEMO = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "datasets"
-    / "llamafactory"
-    / "alpaca_en_demo.json"
-)
+from tests.support.datasets import alpaca_demo
 
 
 def _upload(client, account: Account, filename: str, content: bytes, **data: str):
@@ -24,7 +16,8 @@ def _upload(client, account: Account, filename: str, content: bytes, **data: str
 
 
 def test_alpaca_demo_imports_999_rows_in_messages_form(client, alice: Account) -> None:
-    response = _upload(client, alice, DEMO.name, DEMO.read_bytes(), name="demo")
+    demo = alpaca_demo()
+    response = _upload(client, alice, demo.name, demo.read_bytes(), name="demo")
     assert response.status_code == 201
     body = response.json()
     volatile = {"id": 0, "created_at": "", "detection": "", "content_hash": "", "operation": None}
@@ -49,7 +42,7 @@ def test_alpaca_demo_imports_999_rows_in_messages_form(client, alice: Account) -
         f"/api/datasets/{body['id']}/rows?offset=998&limit=5", headers=alice.headers
     ).json()
     assert rows["total"] == 999 and len(rows["rows"]) == 1
-    source = json.loads(DEMO.read_text())[998]
+    source = json.loads(demo.read_text())[998]
     messages = rows["rows"][0]["messages"]
     assert messages[-1] == {"role": "assistant", "content": source["output"]}
     assert messages[-2]["role"] == "user" and source["instruction"] in messages[-2]["content"]

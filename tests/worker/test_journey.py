@@ -16,23 +16,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from app.db import session_scope
 from app.jobs import find_base_model
 from tests.conftest import Account, wait_for_job
+from tests.support.datasets import alpaca_demo
 
 pytestmark = pytest.mark.worker
 
-DEMO = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "datasets"
-    / "llamafactory"
-    / "alpaca_en_demo.json"
-)
 MAX_STEPS, LOGGING_STEPS, SAVE_STEPS = 12, 2, 6
 
 
 @pytest.fixture(scope="module")
 def finished_job(client, alice: Account, worker: Path, tiny_model: str) -> dict:
-    with DEMO.open("rb") as f:
-        upload = client.post("/api/datasets", headers=alice.headers, files={"file": (DEMO.name, f)})
+    demo = alpaca_demo()
+    with demo.open("rb") as f:
+        upload = client.post("/api/datasets", headers=alice.headers, files={"file": (demo.name, f)})
     assert upload.status_code == 201, upload.text
     assert upload.json()["num_rows"] == 999
     eval_rows = b"\n".join(

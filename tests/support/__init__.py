@@ -1,0 +1,1 @@
+"""Helpers shared by every test folder: data files, API steps, HTML parsing, the worker."""

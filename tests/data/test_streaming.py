@@ -166,6 +166,6 @@ def test_the_array_splitter_reports_bad_records_and_goes_on() -> None:
 
 
 def test_the_array_splitter_refuses_a_runaway_record() -> None:
-    with pytest.raises(ImportRefused) as refused:
+    with pytest.raises(ImportRefused, match="ends in the middle of a record") as refused:
         list(iter_json_array(['[\n{"a": 1},\n{"a": "never closed}\n']))
     assert refused.value.errors[0].line == 3

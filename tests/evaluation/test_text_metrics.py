@@ -96,5 +96,5 @@ def test_rouge_keeps_letters_beyond_ascii() -> None:
 def test_empty_answers() -> None:
     assert text_metrics.rouge_l("", "") == 0.0
     assert text_metrics.corpus_bleu([""], ["a b c d"]).score == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one reference per answer"):
         text_metrics.corpus_bleu(["a"], [])

@@ -35,9 +35,11 @@ def test_raise_exception_and_bad_templates_are_template_errors() -> None:
 
 
 def test_the_sandbox_refuses_internals_and_mutation() -> None:
-    with pytest.raises(TemplateError):
+    with pytest.raises(
+        TemplateError, match="not allowed to do that: access to attribute '__class__'"
+    ):
         render_chat("{{ messages.__class__.__mro__ }}", MESSAGES)
-    with pytest.raises(TemplateError):
+    with pytest.raises(TemplateError, match="not allowed to do that: access to attribute 'append'"):
         render_chat("{{ messages.append(1) }}", MESSAGES)
     assert len(MESSAGES) == 2
 

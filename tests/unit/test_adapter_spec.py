@@ -3,6 +3,7 @@ that cannot work are refused with the field and a reason (never silently changed
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def test_adapter_knobs_are_refused_on_other_adapters(name: str) -> None:
     adapters = field_adapters(name)
     assert adapters and set(adapters) <= set(ADAPTERS)
     other = next(a for a in ADAPTERS if a not in adapters)
-    with pytest.raises(JobRequestError) as info:
+    with pytest.raises(JobRequestError, match=re.escape(f"hyperparameters.{name}: ")) as info:
         build_spec("sft", other, {name: value})
     assert ["hyperparameters", name] in [e["loc"] for e in info.value.errors]
     assert any(other in e["msg"] for e in info.value.errors)
@@ -196,7 +197,7 @@ def test_freeze_plan_picks_the_last_blocks() -> None:
     ],
 )
 def test_combinations_that_cannot_work_are_refused(values: dict, field: str, reason: str) -> None:
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(ValidationError, match=re.escape(field)) as info:
         TrainingSpec(**values)
     (error,) = info.value.errors()
     conflicts = error["ctx"]["error"]

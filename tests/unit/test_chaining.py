@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from app.base_models import register_model
 from app.chaining import TRAINER_STATE
-from app.methods import next_stage_methods
 from app.db import session_scope
 from app.jobs import ResumeRefused, create_job, reap_stale_jobs, resume_job, transition
+from app.methods import next_stage_methods
 from app.models import (
     BaseModel,
     Checkpoint,
@@ -222,10 +222,9 @@ def test_resume_needs_a_failed_or_cancelled_job_with_a_complete_checkpoint(
         )[0],
     }
     for what, job_id in refusals.items():
-        with pytest.raises(ResumeRefused) as refused:
-            _resume(job_id)
         expected = "only a failed or cancelled" if what == "succeeded" else "no complete checkpoint"
-        assert expected in str(refused.value), what
+        with pytest.raises(ResumeRefused, match=expected):
+            _resume(job_id)
 
 
 def test_resume_requeues_a_new_attempt_from_the_last_complete_checkpoint(

@@ -53,7 +53,7 @@ def test_cancel_of_a_queued_job_is_immediate_and_final(job_id: int) -> None:
         job = request_cancel(session, session.get(Job, job_id))
         assert job.status == JobStatus.cancelled and job.finished_at is not None
         assert not transition(session, job_id, to=JobStatus.running, from_=[JobStatus.queued])
-        with pytest.raises(JobAlreadyEnded):
+        with pytest.raises(JobAlreadyEnded, match="has already cancelled"):
             request_cancel(session, job)
 
 

@@ -82,26 +82,33 @@ def test_lora_config_targets() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "message"),
     [
-        {"learning_rate": 0},
-        {"lora_r": 0},
-        {"warmup_steps": 2.5},
-        {"max_steps": 5, "logging_steps": 10},
-        {"lora_target_modules": "q_proj; rm -rf"},
-        {"unknown_knob": 1},
-        {"method": "ppo"},
-        {"beta": 0.5},  # sft has no beta
-        {"method": "dpo", "simpo_gamma": 1.0},
-        {"method": "simpo", "loss_type": "ipo"},  # SimPO's loss is fixed
-        {"method": "kto", "completion_only_loss": True},
-        {"method": "dpo", "loss_type": "no-such-loss"},
-        {"method": "dpo", "adapter": "prefix"},
-        {"method": "reward", "adapter": "freeze"},
+        ({"learning_rate": 0}, r"learning_rate\n\s+Input should be greater than 0"),
+        ({"lora_r": 0}, r"lora_r\n\s+Input should be greater than or equal to 1"),
+        ({"warmup_steps": 2.5}, "warmup_steps must be a whole number of steps"),
+        ({"max_steps": 5, "logging_steps": 10}, "logging_steps is larger than max_steps"),
+        ({"lora_target_modules": "q_proj; rm -rf"}, r"lora_target_modules\n\s+String should match"),
+        ({"unknown_knob": 1}, r"unknown_knob\n\s+Extra inputs are not permitted"),
+        ({"method": "ppo"}, "PPO needs a reward model"),
+        ({"beta": 0.5}, "beta: applies to method .* not to sft"),  # sft has no beta
+        ({"method": "dpo", "simpo_gamma": 1.0}, "simpo_gamma: applies to method simpo, not to dpo"),
+        # SimPO's loss is fixed
+        ({"method": "simpo", "loss_type": "ipo"}, "loss_type: applies to method dpo, not to simpo"),
+        (
+            {"method": "kto", "completion_only_loss": True},
+            "completion_only_loss: applies to method sft, not to kto",
+        ),
+        (
+            {"method": "dpo", "loss_type": "no-such-loss"},
+            r"loss_type\n\s+Input should be 'sigmoid'",
+        ),
+        ({"method": "dpo", "adapter": "prefix"}, "dpo cannot train prefix adapters"),
+        ({"method": "reward", "adapter": "freeze"}, "a reward model needs its new score head"),
     ],
 )
-def test_invalid_specs_are_refused(bad: dict) -> None:
-    with pytest.raises(ValidationError):
+def test_invalid_specs_are_refused(bad: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
         TrainingSpec(**bad)
 
 

@@ -1,12 +1,14 @@
 """Packing puts several rows in one sequence without losing a trained token, position ids restart
-per row; NEFTune trains. Built the way the worker builds its trainer, on the tiny model."""
+per row; NEFTune adds bounded noise to training-mode embeddings only. Built the way the worker
+builds its trainer, on the tiny model."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from app.chat import library
 from app.chat.encoding import ChatFormat
@@ -60,11 +62,63 @@ def test_packing_keeps_every_trained_token_in_fewer_sequences(tiny_model: str, t
     assert positions.count(0) > 1  # each packed row starts again at position 0
 
 
-def test_neftune_trains(tiny_model: str, tmp_path) -> None:
+class _Probe(TrainerCallback):
+    """At the start of training (NEFTune's hook is on), the embeddings and logits of one fixed
+    batch in training and in eval mode, each drawn after the same seed."""
+
+    def __init__(self, ids: torch.Tensor) -> None:
+        self.ids = ids
+        self.seen: dict[str, torch.Tensor] = {}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs) -> None:
+        was_training = model.training
+        with torch.no_grad():
+            for mode in ("train", "eval"):
+                model.train(mode == "train")
+                torch.manual_seed(0)
+                self.seen[f"{mode}_embeddings"] = model.get_input_embeddings()(self.ids).clone()
+                torch.manual_seed(0)
+                self.seen[f"{mode}_logits"] = model(self.ids).logits.clone()
+        model.train(was_training)
+
+
+def _probed(alpha: float, tmp_path: Path) -> tuple[dict[str, torch.Tensor], object]:
     spec = TrainingSpec(
-        adapter="full", neftune_noise_alpha=5.0, max_steps=3, logging_steps=1, max_length=64
+        adapter="full", neftune_noise_alpha=alpha, max_steps=1, logging_steps=1, max_length=64
     )
     trainer = _trainer(spec, tmp_path)
+    ids = trainer.processing_class("Count to three.", return_tensors="pt").input_ids
+    probe = _Probe(ids)
+    trainer.add_callback(probe)
     trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
-    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+    assert len(losses) == 1 and math.isfinite(losses[0])
+    return probe.seen, trainer
+
+
+def test_neftune_adds_bounded_noise_to_training_forward_passes_only(
+    tiny_model: str, tmp_path
+) -> None:
+    alpha = 5.0
+    plain, _ = _probed(0.0, tmp_path / "plain")
+    noisy, trainer = _probed(alpha, tmp_path / "noisy")
+    # Without NEFTune, training and eval mode compute the same thing (the tiny model has no
+    # dropout), and both runs start from the same weights.
+    assert torch.equal(plain["train_logits"], plain["eval_logits"])
+    assert torch.equal(noisy["eval_logits"], plain["eval_logits"])
+    assert torch.equal(noisy["eval_embeddings"], plain["eval_embeddings"])
+    # With it, training-mode embeddings carry uniform noise of at most alpha / sqrt(L * d)
+    # (NEFTune's bound), and that noise reaches the logits.
+    noise = noisy["train_embeddings"] - plain["train_embeddings"]
+    _, length, dim = noise.shape
+    bound = alpha / math.sqrt(length * dim)
+    assert 0 < noise.abs().max().item() <= bound * (1 + 1e-5)
+    assert noise.abs().mean().item() > bound / 4  # uniform on [-bound, bound]: mean |x| = bound/2
+    assert not torch.allclose(noisy["train_logits"], plain["train_logits"])
+    # After training the hook is gone: the saved model behaves the same in both modes.
+    model = trainer.model.train()
+    ids = trainer.processing_class("Count to three.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        trained = model(ids).logits
+        model.eval()
+        assert torch.equal(trained, model(ids).logits)

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from app.auth import user_for_token
 from app.db import session_scope
@@ -106,3 +107,19 @@ def admin_user(user: Annotated[User, Depends(api_user)]) -> User:
 CurrentUser = Annotated[User, Depends(api_user)]
 PageUser = Annotated[User, Depends(page_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+async def form_values(request: Request) -> dict[str, str]:
+    """A form's text fields (without the CSRF token), read before a plain ``def`` handler runs
+    in a worker thread: handlers that touch the database never block the event loop."""
+    form = await request.form()
+    return {k: v for k, v in form.items() if k != CSRF_FIELD and isinstance(v, str)}
+
+
+async def form_data(request: Request) -> FormData:
+    """The whole form, for fields that repeat (``getlist``)."""
+    return await request.form()
+
+
+FormValues = Annotated[dict[str, str], Depends(form_values)]
+RawForm = Annotated[FormData, Depends(form_data)]

@@ -1,20 +1,23 @@
-"""REST routes for dataset statistics, governance, versions, search and export (owner-scoped)."""
+"""REST routes for datasets (owner-scoped): upload, list, rows with search, statistics,
+governance operations, versions and export."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Form, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.access import get_owned
 from app.data.browse import page_rows
+from app.data.errors import ImportRefused
 from app.data.stats import StatsRequestError, dataset_stats
 from app.data.versions import ancestors, children, ensure_content_hash, iter_rows, row_bytes
 from app.db import get_sessionmaker
 from app.models import Dataset
-from app.web.dataset_actions import (
+from app.queries import list_datasets
+from app.web.datasets.actions import (
     ContaminationIn,
     DedupIn,
     FilterIn,
@@ -26,13 +29,65 @@ from app.web.dataset_actions import (
     run_split,
     version_json,
 )
-from app.web.deps import CurrentUser, SessionDep
+from app.web.deps import CurrentUser, SessionDep, SettingsDep
+from app.web.errors import import_refused, unprocessable
+from app.web.serialize import dataset_json
+from app.web.uploads import import_upload
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 
 
 def _refused(exc: OperationError) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=422)
+    return unprocessable(str(exc))
+
+
+@router.post("", status_code=201)
+def post_dataset(
+    file: UploadFile,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    name: Annotated[str | None, Form()] = None,
+    kind: Annotated[str | None, Form()] = None,
+    format: Annotated[str | None, Form()] = None,
+    skip_invalid: Annotated[bool, Form()] = False,
+    encoding: Annotated[str | None, Form()] = None,
+    mapping: Annotated[str | None, Form()] = None,
+) -> Any:
+    """Import a file (JSONL, JSON, CSV, Parquet...); a 422 lists the bad lines and stores
+    nothing (unless ``skip_invalid``)."""
+    try:
+        result = import_upload(
+            session,
+            user,
+            settings,
+            file,
+            name=name,
+            kind=kind,
+            format=format,
+            skip_invalid=skip_invalid,
+            encoding=encoding,
+            mapping=mapping,
+        )
+    except ImportRefused as exc:
+        session.rollback()
+        return import_refused(exc)
+    session.commit()  # before the 201, so the new id is readable as soon as the client has it
+    return {
+        **dataset_json(result.dataset),
+        "skipped": result.skipped,
+        "skipped_errors": [e.as_dict() for e in result.skipped_errors],
+    }
+
+
+@router.get("")
+def get_datasets(session: SessionDep, user: CurrentUser) -> list[dict]:
+    return [dataset_json(d) for d in list_datasets(session, user)]
+
+
+@router.get("/{dataset_id}")
+def get_dataset(dataset_id: int, session: SessionDep, user: CurrentUser) -> dict:
+    return dataset_json(get_owned(session, Dataset, dataset_id, user))
 
 
 @router.get("/{dataset_id}/rows")

@@ -1,22 +1,24 @@
-"""Browser pages (Jinja2 + HTMX). The same domain functions as the API, session-authenticated."""
+"""Job (run) pages: the runs list with filters, the new-run form (generated from TrainingSpec,
+with its live estimate), the live job page with cancel and resume, and the runs comparison.
+``/jobs/{job_id:int}`` only matches numbers, so ``/jobs/new`` is the form."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from app import broker
-from app.access import NotFound, get_owned, get_owned_checkpoint
-from app.auth import authenticate, user_for_token
-from app.chaining import next_stage_values
+from app import broker, runs
+from app.access import NotFound, get_owned, get_owned_checkpoint, owned
+from app.chaining import chaining_context, next_stage_values
 from app.chat import library as chat_library
-from app.data.errors import ImportRefused
+from app.chat.lock import template_summary
 from app.estimate import estimate_for
-from app.exports import ExportRequestError, create_export
+from app.exports import GGUF_QUANTIZATIONS, export_options
 from app.jobs import (
     JobAlreadyEnded,
     JobRequest,
@@ -27,13 +29,18 @@ from app.jobs import (
     resume_job,
     validate_request,
 )
-from app.models import BaseModel, Job
+from app.models import BaseModel, Job, User
 from app.presets import PRESETS, preset_values
 from app.queries import (
+    checkpoint_exports,
+    job_checkpoints,
+    job_events,
+    job_metrics,
     list_datasets,
     list_jobs,
 )
-from app.web.deps import PageUser, SessionDep, SettingsDep
+from app.web.datasets.pages import ROWS_PER_PAGE
+from app.web.deps import FormValues, PageUser, SessionDep, SettingsDep
 from app.web.forms import (
     adapter_choices,
     applicable_fields,
@@ -44,115 +51,46 @@ from app.web.forms import (
     spec_defaults,
 )
 from app.web.rendering import render
-from app.web.uploads import import_upload
+from app.web.serialize import job_event_json, job_json
 
 router = APIRouter(include_in_schema=False)
+
+LOG_TAIL_LINES = 200
 
 
 def _redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-@router.get("/login")
-def login_page(request: Request, next: str = "/") -> Response:
-    return render(request, "login.html", {"next": next})
-
-
-@router.post("/login")
-def login(
+@router.get("/jobs")
+def jobs_page(
     request: Request,
     session: SessionDep,
-    username: Annotated[str, Form()] = "",
-    password: Annotated[str, Form()] = "",
-    token: Annotated[str, Form()] = "",
-    next: Annotated[str, Form()] = "/",
+    user: PageUser,
+    status: str = "",
+    method: str = "",
+    dataset_id: str = "",
+    base_model: str = "",
 ) -> Response:
-    user = (
-        user_for_token(session, token.strip())
-        if token.strip()
-        else authenticate(session, username, password)
-    )
-    if user is None:
-        context = {"next": next, "username": username, "error": "Wrong name, password or token."}
-        return render(request, "login.html", context, status_code=401)
-    request.session.clear()
-    request.session["user_id"] = user.id
-    return _redirect(next if next.startswith("/") and not next.startswith("//") else "/")
-
-
-@router.post("/logout")
-def logout(request: Request, user: PageUser) -> Response:
-    request.session.clear()
-    return _redirect("/login")
-
-
-@router.get("/")
-def home(request: Request, session: SessionDep, user: PageUser) -> Response:
+    error = None
+    try:
+        filters = runs.parse_filters(status, method, dataset_id, base_model)
+    except runs.FilterError as exc:
+        filters, error = runs.RunFilters(), str(exc)
+    jobs = runs.filter_jobs(session, user, filters) if filters.active else list_jobs(session, user)
     context = {
         "user": user,
-        "datasets": list_datasets(session, user)[:5],
-        "jobs": list_jobs(session, user)[:10],
+        "jobs": jobs,
+        "filters": filters.as_dict(),
+        "choices": runs.filter_choices(session, user),
+        "filter_error": error,
+        "selectable": True,
     }
-    return render(request, "home.html", context)
-
-
-@router.get("/datasets")
-def datasets_page(request: Request, session: SessionDep, user: PageUser) -> Response:
-    return render(
-        request, "datasets.html", {"user": user, "datasets": list_datasets(session, user)}
-    )
-
-
-@router.post("/datasets")
-def upload_dataset(
-    request: Request,
-    file: UploadFile,
-    session: SessionDep,
-    settings: SettingsDep,
-    user: PageUser,
-    name: Annotated[str, Form()] = "",
-    kind: Annotated[str, Form()] = "",
-    format: Annotated[str, Form()] = "",
-    skip_invalid: Annotated[bool, Form()] = False,
-    encoding: Annotated[str, Form()] = "",
-    mapping: Annotated[str, Form()] = "",
-) -> Response:
-    form = {
-        "name": name,
-        "kind": kind,
-        "format": format,
-        "skip_invalid": skip_invalid,
-        "encoding": encoding,
-        "mapping": mapping,
-    }
-    try:
-        result = import_upload(
-            session,
-            user,
-            settings,
-            file,
-            name=name,
-            kind=kind,
-            format=format,
-            skip_invalid=skip_invalid,
-            encoding=encoding,
-            mapping=mapping,
-        )
-    except ImportRefused as exc:
-        session.rollback()
-        context = {
-            "user": user,
-            "datasets": list_datasets(session, user),
-            "refused": exc,
-            **form,  # what was sent, so the form shows it again
-        }
-        return render(request, "datasets.html", context, status_code=422)
-    session.commit()
-    return _redirect(f"/datasets/{result.dataset.id}")
+    return render(request, "jobs.html", context, block="runs")
 
 
 def _job_form_context(
-    session: SessionDep, user: PageUser, values: dict[str, Any], errors: dict[str, str]
+    session: Session, user: User, values: dict[str, Any], errors: dict[str, str]
 ) -> dict:
     values = {**spec_defaults(), **values}
     return {
@@ -171,18 +109,13 @@ def _job_form_context(
     }
 
 
-def _parent_checkpoint(session: SessionDep, user: PageUser, value: Any) -> Any:
+def _parent_checkpoint(session: Session, user: User, value: Any) -> Any:
     """The checkpoint a chained run starts from, for the form's note (None if unknown)."""
     if not str(value or "").isdigit():
         return None
     with contextlib.suppress(NotFound):
         return get_owned_checkpoint(session, int(value), user)
     return None
-
-
-async def _job_form_values(request: Request) -> dict[str, str]:
-    form = await request.form()
-    return {k: v for k, v in form.items() if k != "csrf_token" and isinstance(v, str)}
 
 
 def _job_request(values: dict[str, str]) -> JobRequest:
@@ -227,11 +160,14 @@ def new_job_page(
 
 
 @router.post("/jobs/estimate")
-async def job_estimate_fragment(
-    request: Request, session: SessionDep, settings: SettingsDep, user: PageUser
+def job_estimate_fragment(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: PageUser,
+    values: FormValues,
 ) -> Response:
     """The form's live estimate panel (an HTMX fragment)."""
-    values = await _job_form_values(request)
     context: dict[str, Any] = {"estimate": None, "problems": []}
     try:
         spec, model, dataset = validate_request(session, user, **_job_request(values))
@@ -245,8 +181,9 @@ async def job_estimate_fragment(
 
 
 @router.post("/jobs")
-async def create_job_from_form(request: Request, session: SessionDep, user: PageUser) -> Response:
-    values = await _job_form_values(request)
+def create_job_from_form(
+    request: Request, session: SessionDep, user: PageUser, values: FormValues
+) -> Response:
     try:
         job = create_job(session, user, name=values.get("name") or None, **_job_request(values))
     except JobRequestError as exc:
@@ -281,20 +218,72 @@ def resume_job_from_page(
     return _redirect(f"/jobs/{job.id}")
 
 
-@router.post("/checkpoints/{checkpoint_id}/exports")
-def export_from_page(
+@router.get("/jobs/{job_id:int}")
+def job_page(
+    request: Request, job_id: int, session: SessionDep, settings: SettingsDep, user: PageUser
+) -> Response:
+    job = get_owned(session, Job, job_id, user)
+    checkpoints = job_checkpoints(session, job.id)
+    exports = checkpoint_exports(session, [c.id for c in checkpoints], user)
+    points = [runs.metric_point(m) for m in job_metrics(session, job.id)]
+    progress = runs.progress(job, points)
+    log_text, log_offset = runs.log_tail_at(runs.log_path(settings.jobs_dir, job), LOG_TAIL_LINES)
+    events = job_events(session, job.id)
+    context = {
+        "user": user,
+        "job": job,
+        "job_data": job_json(job),
+        "export_options": export_options(job),
+        "gguf_quantizations": GGUF_QUANTIZATIONS,
+        "metrics": points,
+        "loss_points": sum(1 for p in points if p.get("loss") is not None),
+        "curves": runs.curve_keys(points),
+        "progress": progress,
+        "eta": runs.format_duration(progress["eta_seconds"]),
+        "timeline": runs.timeline(job, events),
+        "job_events": [job_event_json(e) for e in events],
+        "rows_per_page": ROWS_PER_PAGE,  # a row's page on its dataset's page
+        "trainer_config": runs.trainer_config(settings.jobs_dir, job),
+        "queue_position": runs.queue_position(session, job),
+        "log_tail": runs.screen_text(log_text),
+        "log_offset": log_offset,
+        "checkpoints": checkpoints,
+        "exports_by_checkpoint": {
+            c.id: [e for e in exports if e.checkpoint_id == c.id] for c in checkpoints
+        },
+        **chaining_context(session, job, user, settings.jobs_dir),
+        "template_info": template_summary(session, job),
+    }
+    return render(request, "job.html", context, block="summary")
+
+
+@router.get("/runs/compare")
+def compare_page(
     request: Request,
-    checkpoint_id: int,
     session: SessionDep,
     user: PageUser,
-    kind: Annotated[str, Form()] = "merged",
-    quantization: Annotated[str | None, Form()] = None,
+    ids: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
-    checkpoint = get_owned_checkpoint(session, checkpoint_id, user)
-    try:
-        export = create_export(session, user, checkpoint, kind, quantization or None)
-    except ExportRequestError as exc:
-        raise HTTPException(422, detail=str(exc)) from exc
-    session.commit()
-    broker.enqueue_export(export.id)
-    return _redirect(f"/jobs/{checkpoint.job_id}")
+    """Overlay chosen runs' curves; ``ids`` may repeat (checkboxes) or be comma-separated."""
+    raw = ",".join(ids or [])
+    error = None
+    chosen: list[Job] = []
+    if raw:
+        try:
+            wanted = runs.parse_ids(raw)
+        except runs.FilterError as exc:
+            error = str(exc)
+        else:
+            found = {j.id: j for j in session.scalars(owned(Job, user).where(Job.id.in_(wanted)))}
+            chosen = [found[i] for i in wanted if i in found]
+            if len(chosen) < len(wanted):
+                error = "some of those runs do not exist"
+    comparison = runs.compare_runs(session, chosen) if chosen else None
+    context = {
+        "user": user,
+        "jobs": list_jobs(session, user),
+        "chosen": [j.id for j in chosen],
+        "comparison": comparison,
+        "error": error,
+    }
+    return render(request, "compare.html", context)

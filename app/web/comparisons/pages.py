@@ -15,14 +15,13 @@ from app import comparisons as cmp
 from app.access import get_owned
 from app.models import BaseModel, Comparison, User
 from app.queries import list_datasets
-from app.web.deps import PageUser, SessionDep
+from app.web.deps import PageUser, RawForm, SessionDep
 from app.web.rendering import render
 
 router = APIRouter(include_in_schema=False)
 
 
-async def _form(request: Request) -> dict[str, Any]:
-    form = await request.form()
+def _values(form: Any) -> dict[str, Any]:
     return {
         "checkpoint_ids": [int(v) for v in form.getlist("checkpoint_ids") if str(v).isdigit()],
         **{k: v for k, v in form.items() if k not in ("csrf_token", "checkpoint_ids")},
@@ -68,10 +67,10 @@ def comparisons_page(request: Request, session: SessionDep, user: PageUser) -> R
 
 
 @router.post("/comparisons")
-async def create_comparison_from_form(
-    request: Request, session: SessionDep, user: PageUser
+def create_comparison_from_form(
+    request: Request, session: SessionDep, user: PageUser, form: RawForm
 ) -> Response:
-    values = await _form(request)
+    values = _values(form)
     prompts = [p.strip() for p in str(values.get("prompts", "")).splitlines() if p.strip()]
     dataset = str(values.get("dataset_id") or "")
     try:
@@ -128,11 +127,10 @@ def comparison_page(
 
 
 @router.post("/comparisons/{comparison_id}/votes")
-async def vote_from_page(
-    request: Request, comparison_id: int, session: SessionDep, user: PageUser
+def vote_from_page(
+    request: Request, comparison_id: int, session: SessionDep, user: PageUser, form: RawForm
 ) -> Response:
     comparison = get_owned(session, Comparison, comparison_id, user)
-    form = await request.form()
     pair_id = str(form.get("pair_id", ""))
     error = None
     try:

@@ -23,6 +23,7 @@ from app.chat.tokenizer import ModelTokenizer, TokenizerUnavailable, load_model_
 from app.data.tokens import find_model
 from app.models import ChatTemplate, ChatTemplateVersion, Dataset
 from app.web.deps import CurrentUser, SessionDep
+from app.web.errors import unprocessable
 
 router = APIRouter(prefix="/api", tags=["chat templates"])
 LossChoice = Literal["assistant", "last", "all"]
@@ -84,7 +85,7 @@ def template_json(template: ChatTemplate, *, versions: bool = False) -> dict[str
 
 
 def _unprocessable(message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=422)
+    return unprocessable(message)
 
 
 def _tokenizer(session: SessionDep, ref: int | str | None) -> ModelTokenizer | None:

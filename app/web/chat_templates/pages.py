@@ -25,7 +25,7 @@ from app.chat.validation import REFERENCE_CONVERSATION, REFERENCE_TOOLS, validat
 from app.data.tokens import models_with_tokenizer
 from app.models import ChatTemplate, Dataset, User
 from app.queries import list_datasets
-from app.web.deps import PageUser, SessionDep
+from app.web.deps import FormValues, PageUser, SessionDep
 from app.web.rendering import render
 
 router = APIRouter(include_in_schema=False)
@@ -39,11 +39,6 @@ def _int(value: Any) -> int | None:
 
 def _redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
-
-
-async def _form(request: Request) -> dict[str, str]:
-    form = await request.form()
-    return {k: v for k, v in form.items() if k != "csrf_token" and isinstance(v, str)}
 
 
 def _preview_choices(session: Session, user: User) -> dict[str, Any]:
@@ -124,8 +119,9 @@ def new_template_page(
 
 
 @router.post("/chat-templates")
-async def create_template(request: Request, session: SessionDep, user: PageUser) -> Response:
-    values = await _form(request)
+def create_template(
+    request: Request, session: SessionDep, user: PageUser, values: FormValues
+) -> Response:
     try:
         template = library.create(session, user, values.get("name", ""), values.get("template", ""))
     except TemplateError as exc:
@@ -151,11 +147,10 @@ def edit_template_page(
 
 
 @router.post("/chat-templates/{template_id}/versions")
-async def save_template_version(
-    request: Request, template_id: int, session: SessionDep, user: PageUser
+def save_template_version(
+    request: Request, template_id: int, session: SessionDep, user: PageUser, values: FormValues
 ) -> Response:
     template = library.get_visible(session, user, template_id)
-    values = await _form(request)
     try:
         library.save_version(session, user, template, values.get("template", ""))
     except (TemplateError, library.TemplateEditRefused) as exc:
@@ -166,9 +161,10 @@ async def save_template_version(
 
 
 @router.post("/chat-templates/preview")
-async def preview_fragment(request: Request, session: SessionDep, user: PageUser) -> Response:
+def preview_fragment(
+    request: Request, session: SessionDep, user: PageUser, values: FormValues
+) -> Response:
     """The editor's live preview (an HTMX fragment)."""
-    values = await _form(request)
     context = preview(session, user, values, values.get("template", ""))
     return render(request, "_seen.html", context)
 
@@ -215,10 +211,11 @@ def dataset_seen_page(
 
 
 @router.post("/jobs/seen")
-async def job_form_seen(request: Request, session: SessionDep, user: PageUser) -> Response:
+def job_form_seen(
+    request: Request, session: SessionDep, user: PageUser, values: FormValues
+) -> Response:
     """The job form's "what the model sees" panel: the dataset's first row with the chosen base
     model, template, max_length and loss switches (an HTMX fragment)."""
-    values = await _form(request)
     dataset_id = _int(values.get("dataset_id"))
     if dataset_id is None:
         return render(request, "_seen.html", {"sequences": [], "error": "choose a dataset"})

@@ -18,8 +18,10 @@ from app import broker
 from app import comparisons as cmp
 from app.access import get_owned
 from app.db import get_sessionmaker
-from app.models import ArenaPair, Comparison, Generation
+from app.models import Comparison, Generation
+from app.web.comparisons.views import comparison_json, generation_json
 from app.web.deps import CurrentUser, SessionDep
+from app.web.errors import unprocessable
 from app.web.serialize import dataset_json
 
 router = APIRouter(prefix="/api", tags=["comparisons"])
@@ -56,64 +58,8 @@ class PlaygroundIn(DecodingBody):
     messages: list[dict[str, Any]] = Field(min_length=1)
 
 
-def generation_json(generation: Generation, labels: dict[str, str] | None = None) -> dict:
-    return {
-        "id": generation.id,
-        "prompt_index": generation.prompt_index,
-        "model": generation.model_key,
-        "label": (labels or {}).get(generation.model_key, generation.model_key),
-        "text": generation.text,
-        "status": generation.status.value,
-        "stopped": generation.stopped,
-        "error": generation.error,
-    }
-
-
-def pair_json(pair: ArenaPair, texts: dict[int, Generation]) -> dict[str, Any]:
-    """A pair as the arena shows it: the two answers, never which model wrote them."""
-    a, b = texts[pair.a_generation_id], texts[pair.b_generation_id]
-    return {
-        "id": pair.id,
-        "prompt_index": pair.prompt_index,
-        "a": a.text,
-        "b": b.text,
-        "ready": a.status.value == b.status.value == "succeeded",
-        "choice": pair.choice,
-    }
-
-
-def comparison_json(session: Any, comparison: Comparison) -> dict[str, Any]:
-    labels = {m["key"]: m["label"] for m in comparison.models}
-    outputs = cmp.generations(session, comparison.id)
-    texts = {g.id: g for g in outputs}
-    return {
-        "id": comparison.id,
-        "name": comparison.name,
-        "status": comparison.status.value,
-        "error": comparison.error,
-        "models": comparison.models,
-        "prompts": comparison.prompts,
-        "decoding": comparison.decoding,
-        "outputs": [generation_json(g, labels) for g in outputs],
-        "pairs": [pair_json(p, texts) for p in cmp.pairs(session, comparison.id)],
-        "win_rates": [
-            {
-                "model": r.key,
-                "label": r.label,
-                "wins": r.wins,
-                "losses": r.losses,
-                "ties": r.ties,
-                "both_bad": r.both_bad,
-                "win_rate": r.win_rate,
-            }
-            for r in cmp.win_rates(session, comparison)
-        ],
-        "created_at": comparison.created_at.isoformat(),
-    }
-
-
 def _refused(exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=422)
+    return unprocessable(str(exc))
 
 
 @router.post("/comparisons", status_code=201)

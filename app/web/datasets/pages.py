@@ -1,22 +1,24 @@
-"""The dataset page: stats with a histogram, rows with paging and search, lineage, and the
-governance actions (each applied action redirects to the new version's page)."""
+"""Dataset pages: the list with the upload form, and a dataset's page (stats with a histogram,
+rows with paging and search, lineage, and the governance actions; each applied action redirects
+to the new version's page)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app.access import get_owned
 from app.data.browse import page_rows
+from app.data.errors import ImportRefused
 from app.data.stats import DEFAULT_MAX_LENGTH, STATS_VERSION, StatsRequestError, dataset_stats
 from app.data.tokens import find_model, models_with_tokenizer
 from app.data.versions import ancestors, children
 from app.models import Dataset, User
 from app.queries import list_datasets
-from app.web.dataset_actions import (
+from app.web.datasets.actions import (
     ContaminationIn,
     DedupIn,
     FilterIn,
@@ -28,12 +30,57 @@ from app.web.dataset_actions import (
     run_filter,
     run_split,
 )
-from app.web.dataset_views import describe_operation, display_row, histogram_bars, percent
-from app.web.deps import PageUser, SessionDep
+from app.web.datasets.views import describe_operation, display_row, histogram_bars, percent
+from app.web.deps import FormValues, PageUser, SessionDep, SettingsDep
 from app.web.rendering import render
+from app.web.uploads import import_upload
 
 router = APIRouter(prefix="/datasets", include_in_schema=False)
 ROWS_PER_PAGE = 20
+
+
+@router.get("")
+def datasets_page(request: Request, session: SessionDep, user: PageUser) -> Response:
+    return render(
+        request, "datasets.html", {"user": user, "datasets": list_datasets(session, user)}
+    )
+
+
+@router.post("")
+def upload_dataset(
+    request: Request,
+    file: UploadFile,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: PageUser,
+    name: Annotated[str, Form()] = "",
+    kind: Annotated[str, Form()] = "",
+    format: Annotated[str, Form()] = "",
+    skip_invalid: Annotated[bool, Form()] = False,
+    encoding: Annotated[str, Form()] = "",
+    mapping: Annotated[str, Form()] = "",
+) -> Response:
+    form = {
+        "name": name,
+        "kind": kind,
+        "format": format,
+        "skip_invalid": skip_invalid,
+        "encoding": encoding,
+        "mapping": mapping,
+    }
+    try:
+        result = import_upload(session, user, settings, file, **form)  # type: ignore[arg-type]
+    except ImportRefused as exc:
+        session.rollback()
+        context = {
+            "user": user,
+            "datasets": list_datasets(session, user),
+            "refused": exc,
+            **form,  # what was sent, so the form shows it again
+        }
+        return render(request, "datasets.html", context, status_code=422)
+    session.commit()
+    return RedirectResponse(f"/datasets/{result.dataset.id}", status_code=303)
 
 
 def _open_version(session: Session, dataset: Dataset) -> RedirectResponse:
@@ -144,10 +191,6 @@ def stats_panel(
     return render(request, "dataset.html", context, block="stats")
 
 
-async def _form(request: Request) -> dict[str, Any]:
-    return {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-
-
 def _refused_page(
     request: Request, session: Session, user: User, dataset: Dataset, exc: OperationError
 ) -> Response:
@@ -158,13 +201,13 @@ def _refused_page(
 
 
 @router.post("/{dataset_id}/dedup/review")
-async def dedup_review(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser
+def dedup_review(
+    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     context: dict[str, Any] = {"dataset": dataset}
     try:
-        body = from_form(DedupIn, await _form(request) | {"apply": "false"})
+        body = from_form(DedupIn, dict(form) | {"apply": "false"})
         report, _ = run_dedup(session, dataset, body)
         context["report"] = report.as_json()
     except OperationError as exc:
@@ -173,12 +216,12 @@ async def dedup_review(
 
 
 @router.post("/{dataset_id}/dedup")
-async def dedup_apply(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser
+def dedup_apply(
+    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
-        body = from_form(DedupIn, await _form(request) | {"apply": "true"})
+        body = from_form(DedupIn, dict(form) | {"apply": "true"})
         _, version = run_dedup(session, dataset, body)
     except OperationError as exc:
         return _refused_page(request, session, user, dataset, exc)
@@ -197,12 +240,12 @@ def _split_fields(form: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.post("/{dataset_id}/split")
-async def split_apply(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser
+def split_apply(
+    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
-        body = from_form(SplitIn, _split_fields(await _form(request)))
+        body = from_form(SplitIn, _split_fields(dict(form)))
         train, _ = run_split(session, dataset, body)
     except OperationError as exc:
         return _refused_page(request, session, user, dataset, exc)
@@ -210,25 +253,25 @@ async def split_apply(
 
 
 @router.post("/{dataset_id}/filter")
-async def filter_apply(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser
+def filter_apply(
+    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
-        version = run_filter(session, dataset, from_form(FilterIn, await _form(request)))
+        version = run_filter(session, dataset, from_form(FilterIn, dict(form)))
     except OperationError as exc:
         return _refused_page(request, session, user, dataset, exc)
     return _open_version(session, version)
 
 
 @router.post("/{dataset_id}/contamination/check")
-async def contamination_check(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser
+def contamination_check(
+    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     context: dict[str, Any] = {"dataset": dataset}
     try:
-        body = from_form(ContaminationIn, await _form(request) | {"apply": "false"})
+        body = from_form(ContaminationIn, dict(form) | {"apply": "false"})
         report, against, _ = run_contamination(session, dataset, body, user)
         context |= {"report": report.as_json(), "against": against, "n": body.n}
     except OperationError as exc:
@@ -237,12 +280,12 @@ async def contamination_check(
 
 
 @router.post("/{dataset_id}/contamination")
-async def contamination_apply(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser
+def contamination_apply(
+    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
-        body = from_form(ContaminationIn, await _form(request) | {"apply": "true"})
+        body = from_form(ContaminationIn, dict(form) | {"apply": "true"})
         _, _, version = run_contamination(session, dataset, body, user)
     except OperationError as exc:
         return _refused_page(request, session, user, dataset, exc)

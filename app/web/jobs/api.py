@@ -1,0 +1,199 @@
+"""REST routes for jobs (runs): create, estimate, list with filters, read, watch (events, logs,
+metrics), cancel, resume, compare runs, and the presets to start from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+
+from app import broker, runs
+from app.access import get_owned, owned
+from app.estimate import estimate_for
+from app.jobs import (
+    JobAlreadyEnded,
+    JobRequestError,
+    ResumeRefused,
+    create_job,
+    request_cancel,
+    resume_job,
+    validate_request,
+)
+from app.models import Job
+from app.presets import PRESETS
+from app.queries import job_events, job_metrics, list_jobs
+from app.web.deps import CurrentUser, SessionDep, SettingsDep
+from app.web.errors import invalid_fields
+from app.web.events import job_event_stream, job_log_stream
+from app.web.jobs.schemas import JobIn
+from app.web.serialize import job_event_json, job_json, metric_json
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+
+
+@router.get("/presets")
+def get_presets(user: CurrentUser) -> list[dict]:
+    """Named starting points; send a preset's `hyperparameters` as POST /api/jobs's."""
+    return [
+        {
+            "name": p.name,
+            "title": p.title,
+            "description": p.description,
+            "hyperparameters": p.hyperparameters(),
+            "requires": list(p.requires),
+        }
+        for p in PRESETS
+    ]
+
+
+@router.post("/jobs", status_code=201)
+def post_job(body: JobIn, session: SessionDep, user: CurrentUser) -> Any:
+    """Create a job and queue it. Every TrainingSpec knob is documented under
+    ``hyperparameters``; a refused request is a 422 naming each field (``loc``)."""
+    try:
+        job = create_job(session, user, **body.model_dump())
+    except JobRequestError as exc:
+        return invalid_fields(exc.errors)
+    session.commit()
+    broker.enqueue_job(job.id)
+    return job_json(job)
+
+
+@router.post("/jobs/estimate")
+def post_job_estimate(
+    body: JobIn, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> Any:
+    """The pre-launch estimate for the body POST /api/jobs would take (nothing is created)."""
+    try:
+        spec, model, dataset = validate_request(session, user, **body.model_dump())
+    except JobRequestError as exc:
+        return invalid_fields(exc.errors)
+    return estimate_for(session, spec, model, dataset, settings.device_memory_bytes)
+
+
+@router.get("/jobs")
+def get_jobs(
+    session: SessionDep,
+    user: CurrentUser,
+    status: str = "",
+    method: str = "",
+    dataset_id: str = "",
+    base_model: str = "",
+) -> list[dict]:
+    """Your jobs, newest first; each filter (status, method, dataset_id, base_model id or name)
+    narrows the list when given."""
+    try:
+        filters = runs.parse_filters(status, method, dataset_id, base_model)
+    except runs.FilterError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    jobs = runs.filter_jobs(session, user, filters) if filters.active else list_jobs(session, user)
+    return [job_json(j) for j in jobs]
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> dict:
+    """The job, its `events` (health alarms with `details.advice` and, for loss alarms, the
+    batch's dataset `details.rows`; early stopping; resumes) and the `trainer_config` the run
+    resolved (null until its training process starts)."""
+    job = get_owned(session, Job, job_id, user)
+    return {
+        **job_json(job),
+        "events": [job_event_json(e) for e in job_events(session, job.id)],
+        "trainer_config": runs.trainer_config(settings.jobs_dir, job),
+    }
+
+
+@router.get("/jobs/{job_id}/metrics")
+def get_job_metrics(job_id: int, session: SessionDep, user: CurrentUser) -> list[dict]:
+    job = get_owned(session, Job, job_id, user)
+    return [metric_json(m) for m in job_metrics(session, job.id)]
+
+
+@router.get("/jobs/{job_id}/events")
+def get_job_events(
+    job_id: int, request: Request, session: SessionDep, user: CurrentUser
+) -> StreamingResponse:
+    job = get_owned(session, Job, job_id, user)
+    # The stream outlives this request's session: end its transaction and give its connection
+    # back now, or every open stream would hold one of the pool's connections.
+    session.commit()
+    session.close()
+    return job_event_stream(request, job.id)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def post_job_cancel(job_id: int, session: SessionDep, user: CurrentUser) -> dict:
+    job = get_owned(session, Job, job_id, user)
+    try:
+        return job_json(request_cancel(session, job))
+    except JobAlreadyEnded as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+
+
+@router.post("/jobs/{job_id}/resume")
+def post_job_resume(
+    job_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> dict:
+    """Queue a failed or cancelled job again from its last complete checkpoint (409 if none)."""
+    job = get_owned(session, Job, job_id, user)
+    try:
+        job = resume_job(session, job, settings.jobs_dir)
+    except ResumeRefused as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    broker.enqueue_job(job.id)
+    return job_json(job)
+
+
+@router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
+def get_job_logs(
+    job_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    tail: int = Query(200, ge=1, le=runs.MAX_LOG_TAIL),
+) -> PlainTextResponse:
+    """The last ``tail`` lines of the training process's output (text/plain)."""
+    job = get_owned(session, Job, job_id, user)
+    return PlainTextResponse(runs.log_tail(runs.log_path(settings.jobs_dir, job), tail))
+
+
+@router.get("/jobs/{job_id}/logs/stream")
+def get_job_log_stream(
+    job_id: int, request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> StreamingResponse:
+    """The training log as server-sent `log` events; resumes at Last-Event-ID (a byte offset)."""
+    job = get_owned(session, Job, job_id, user)
+    path = runs.log_path(settings.jobs_dir, job)
+    session.commit()  # the stream outlives this request's session (see get_job_events)
+    session.close()
+    return job_log_stream(request, job_id, path)
+
+
+@router.get("/jobs/{job_id}/metrics.csv")
+def get_job_metrics_csv(job_id: int, session: SessionDep, user: CurrentUser) -> Response:
+    job = get_owned(session, Job, job_id, user)
+    points = [runs.metric_point(m) for m in job_metrics(session, job.id)]
+    return Response(
+        runs.metrics_csv(points),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="job-{job.id}-metrics.csv"'},
+    )
+
+
+def compared_jobs(session: SessionDep, user: CurrentUser, ids: str) -> list[Job]:
+    try:
+        wanted = runs.parse_ids(ids)
+    except runs.FilterError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    found = {j.id: j for j in session.scalars(owned(Job, user).where(Job.id.in_(wanted)))}
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        raise HTTPException(404, detail=f"job {missing[0]} not found")
+    return [found[i] for i in wanted]
+
+
+@router.get("/runs/compare")
+def get_runs_compare(session: SessionDep, user: CurrentUser, ids: str = "") -> dict:
+    """Chosen runs' curves, the hyperparameters that differ, and each run's final metrics."""
+    return runs.compare_runs(session, compared_jobs(session, user, ids))

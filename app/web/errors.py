@@ -26,6 +26,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.access import NotFound
@@ -34,6 +35,27 @@ from app.web.deps import LoginRequired
 from app.web.rendering import is_htmx, render, templates
 
 API_PREFIX = "/api/"
+
+
+class ErrorEntry(BaseModel):
+    """One problem: ``message`` and where (``loc`` or ``line``); validation errors also keep
+    ``msg`` and ``type``, upload errors the ``field`` of the record."""
+
+    loc: list[str | int] | None = None
+    line: int | None = None
+    field: str | None = None
+    message: str
+    msg: str | None = None
+    type: str | None = None
+
+
+class Unprocessable(BaseModel):
+    """Every 422 of the API."""
+
+    detail: str | list[ErrorEntry] = Field(
+        description="a sentence; the field list itself for field validation errors"
+    )
+    errors: list[ErrorEntry] = Field(min_length=1)
 
 
 def is_api(request: Request) -> bool:
@@ -88,7 +110,9 @@ def upload_refused(request: Request, status_code: int, message: str) -> Response
 
 
 def install(app: FastAPI) -> None:
-    """The exception handlers: API errors as JSON (422 in the one shape), pages for browsers."""
+    """The exception handlers: API errors as JSON (422 in the one shape), pages for browsers;
+    the OpenAPI schema documents that shape for every 422."""
+    _document_422(app)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -122,6 +146,22 @@ def install(app: FastAPI) -> None:
         if is_htmx(request):
             return Response(status_code=401, headers={"HX-Redirect": "/login"})
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+
+def _document_422(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        shape = Unprocessable.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(shape.pop("$defs", {}))
+        components["HTTPValidationError"] = shape
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _where(error: dict[str, Any]) -> str:

@@ -50,7 +50,8 @@ def get_export(export_id: int, session: SessionDep, user: CurrentUser) -> dict:
     return export_json(get_owned(session, Export, export_id, user))
 
 
-@api.api_route("/exports/{export_id}/download", methods=["GET", "HEAD"])
+@api.get("/exports/{export_id}/download")
+@api.head("/exports/{export_id}/download", include_in_schema=False)  # one operation id
 def download_export(
     export_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> FileResponse:

@@ -3,7 +3,7 @@ metrics), cancel, resume, compare runs, and the presets to start from."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
@@ -151,7 +151,7 @@ def get_job_logs(
     session: SessionDep,
     settings: SettingsDep,
     user: CurrentUser,
-    tail: int = Query(200, ge=1, le=runs.MAX_LOG_TAIL),
+    tail: Annotated[int, Query(ge=1, le=runs.MAX_LOG_TAIL)] = 200,
 ) -> PlainTextResponse:
     """The last ``tail`` lines of the training process's output (text/plain)."""
     job = get_owned(session, Job, job_id, user)

@@ -34,15 +34,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import signal
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -50,151 +47,13 @@ from live_studio import (
     Studio,
     configure,
     cpu_seconds,
-    percentile,
     raise_fd_limit,
     this_process_cpu,
 )
+from sse_clients import Watcher, alpaca_rows, connect_all, latencies, new_client
+from sse_report import report
 
-VOCABULARY = (
-    "the model learns to follow instructions written by people who want clear answers about "
-    "data training evaluation tokens gradients batches schedules adapters checkpoints and more"
-)
-WORDS = VOCABULARY.split()
 ENDED = ("succeeded", "failed", "cancelled")
-
-
-def alpaca_rows(count: int, seed: int = 0) -> bytes:
-    rng = random.Random(seed)
-    lines = []
-    for i in range(count):
-        record = {
-            "instruction": f"Question {i}: " + " ".join(rng.choices(WORDS, k=rng.randint(6, 30))),
-            "input": "",
-            "output": " ".join(rng.choices(WORDS, k=rng.randint(20, 80))),
-        }
-        lines.append(json.dumps(record))
-    return "\n".join(lines).encode()
-
-
-@dataclass
-class Watcher:
-    """One SSE client: when each metric event arrived, and whether the stream said hello."""
-
-    arrivals: dict[int, tuple[float, float]] = field(default_factory=dict)  # id -> (sent, got)
-    connected: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: bool = False
-    error: str | None = None
-
-
-async def watch(
-    client: httpx.AsyncClient,
-    url: str,
-    headers: dict,
-    watcher: Watcher,
-    gate: asyncio.Semaphore,
-) -> None:
-    """Read one stream; ``gate`` is held from the request until the stream's first event."""
-    await gate.acquire()
-    try:
-        async with client.stream("GET", url, headers=headers) as response:
-            if response.status_code != 200:
-                watcher.error = f"HTTP {response.status_code}"
-                return
-            event, data = "message", ""
-            async for line in response.aiter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: "):
-                    data = line[6:]
-                elif line == "" and data:
-                    now = time.time()
-                    if event == "metric":
-                        point = json.loads(data)
-                        watcher.arrivals[point["id"]] = (point["time"], now)
-                    elif event == "status" and not watcher.connected.is_set():
-                        watcher.connected.set()
-                        gate.release()
-                    elif event == "end":
-                        watcher.ended = True
-                        return
-                    event, data = "message", ""
-    except (httpx.HTTPError, OSError) as exc:
-        watcher.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        if not watcher.connected.is_set():
-            watcher.connected.set()
-            gate.release()
-
-
-def new_client(watchers: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=watchers + 10, max_keepalive_connections=watchers + 10)
-    timeout = httpx.Timeout(connect=60, read=120, write=60, pool=60)
-    return httpx.AsyncClient(limits=limits, timeout=timeout)
-
-
-def latencies(watchers: list[Watcher], ids: list[int] | None = None) -> tuple[list[float], int]:
-    """Seconds from each row's created_at to its arrival, over every (watcher, event) pair."""
-    values, missing = [], 0
-    for w in watchers:
-        wanted = ids if ids is not None else list(w.arrivals)
-        for metric_id in wanted:
-            if metric_id in w.arrivals:
-                sent, got = w.arrivals[metric_id]
-                values.append(got - sent)
-            else:
-                missing += 1
-    return values, missing
-
-
-TOKEN_REFRESH_SECONDS = 20.0  # the server writes a token's last_used_at at most once a minute
-
-
-async def _keep_token_fresh(
-    client: httpx.AsyncClient, url: str, headers: dict, gate: asyncio.Semaphore, ramp: int
-) -> None:
-    """Use the token alone (holding every slot of the gate) every 20 s while watchers connect.
-
-    The server writes the token's ``last_used_at`` on its first use in a minute; if another
-    request of the token is in flight then, the server stalls for 30 s (see ``burst``). Using
-    the token alone now and then keeps that write out of the connection ramp.
-    """
-    job_url = url.split("/events")[0]
-    while True:
-        for _ in range(ramp):
-            await gate.acquire()
-        try:
-            (await client.get(job_url, headers=headers)).raise_for_status()
-        finally:
-            for _ in range(ramp):
-                gate.release()
-        await asyncio.sleep(TOKEN_REFRESH_SECONDS)
-
-
-async def connect_all(
-    client: httpx.AsyncClient, url: str, headers: dict, count: int, ramp: int, timeout: float
-) -> tuple[list[Watcher], list[asyncio.Task], float]:
-    """Open ``count`` streams, at most ``ramp`` of them connecting at any moment.
-
-    Authenticated requests in flight together can stall the server: for 30 s when more than
-    15 are (the database pool), or when two are as the token's ``last_used_at`` is written
-    (see ``burst`` and BENCHMARKS.md). So the watchers connect ``ramp`` (8) at a time, the token
-    is kept fresh by ``_keep_token_fresh``, and what is measured is streaming.
-    """
-    watchers = [Watcher() for _ in range(count)]
-    gate = asyncio.Semaphore(ramp)
-    refresher = asyncio.create_task(_keep_token_fresh(client, url, headers, gate, ramp))
-    await asyncio.sleep(0)  # the refresher takes the gate first
-    tasks = [asyncio.create_task(watch(client, url, headers, w, gate)) for w in watchers]
-    started = time.perf_counter()
-    try:
-        await asyncio.wait_for(asyncio.gather(*(w.connected.wait() for w in watchers)), timeout)
-    finally:
-        refresher.cancel()
-        await asyncio.gather(refresher, return_exceptions=True)
-    errors = [w.error for w in watchers if w.error]
-    if errors:
-        raise SystemExit(f"{len(errors)} of {count} watchers failed to connect: {errors[0]}")
-    return watchers, tasks, time.perf_counter() - started
 
 
 def job_body(dataset_id: int, steps: int) -> dict:
@@ -457,123 +316,6 @@ async def burst(studio: Studio, job_id: int, requests: int, *, warm: bool) -> di
         code = str(r.status_code) if isinstance(r, httpx.Response) else type(r).__name__
         codes[code] = codes.get(code, 0) + 1
     return {"requests": requests, "seconds": seconds, "codes": codes, "warm": warm}
-
-
-def _ms(values: list[float], q: float) -> str:
-    return f"{percentile(values, q) * 1000:7.0f} ms" if values else "      - "
-
-
-def report(
-    windowed: dict | None, runs: list[dict], latency: dict | None, bursts: list[dict]
-) -> None:
-    if windowed:
-        report_windows(windowed)
-    if runs:
-        report_throughput(runs)
-    if latency:
-        report_latency(latency)
-    if bursts:
-        print()
-        print("Simultaneous plain requests (GET /api/jobs/{id}, a new token, nothing streaming):")
-        for b in bursts:
-            codes = ", ".join(f"{n} x {code}" for code, n in sorted(b["codes"].items()))
-            use = "token used a moment before" if b["warm"] else "the token's first use"
-            print(f"  {b['requests']:>3} at once, {use}: {b['seconds']:5.1f} s, {codes}")
-
-
-def report_windows(result: dict) -> None:
-    windows, n = result["windows"], result["watchers"]
-    print()
-    print(
-        f"Training throughput in one job (tiny Llama, SFT + LoRA, a metric row every step),"
-        f" {n} watchers connected in alternate windows:"
-    )
-    print(
-        f"  {'cycle':>5} {'watchers':>8} {'steps':>6} {'seconds':>8} {'tokens/s':>9}"
-        f" {'web CPU':>8} {'clients':>8}"
-    )
-    for w in windows:
-        print(
-            f"  {w['cycle']:>5} {w['watchers']:>8} {w['steps']:>6} {w['seconds']:>8.1f}"
-            f" {w['tokens_per_s']:>9.0f} {w['web_cpu_share'] * 100:>7.0f}%"
-            f" {w['client_cpu_share'] * 100:>7.0f}%"
-        )
-
-    def pooled(count: int) -> float:
-        chosen = [w for w in windows if w["watchers"] == count]
-        return sum(w["tokens"] for w in chosen) / sum(w["seconds"] for w in chosen)
-
-    per_cycle = []
-    for cycle in sorted({w["cycle"] for w in windows}):
-        pair = {w["watchers"]: w["tokens_per_s"] for w in windows if w["cycle"] == cycle}
-        per_cycle.append(pair[n] / pair[0])
-    each = ", ".join(f"{r:.2f}x" for r in per_cycle)
-    print(
-        f"  tokens/s with {n} watchers / with none: {pooled(n) / pooled(0):.2f}x"
-        f" ({pooled(n):.0f} / {pooled(0):.0f} tokens/s, all windows pooled;"
-        f" median of cycles {statistics.median(per_cycle):.2f}x; each cycle: {each})"
-    )
-    lat = result["latencies"]
-    print(
-        f"  delivery to the {n} watchers during training: p50 {_ms(lat, 50).strip()},"
-        f" p99 {_ms(lat, 99).strip()} ({len(lat)} deliveries)"
-    )
-    print(
-        "  (CPU: share of one core used by the web process and by this script's clients"
-        " during each window)"
-    )
-
-
-def report_throughput(runs: list[dict]) -> None:
-    print()
-    print("Training throughput (tiny Llama, SFT + LoRA, a metric row every step):")
-    print(
-        f"  {'job':>4} {'watchers':>8} {'steps':>6} {'tokens':>7} {'seconds':>8} {'tokens/s':>9}"
-        f" {'web CPU':>8} {'clients':>8} {'load 1m':>10} {'delivery p50':>13} {'p99':>8}"
-    )
-    for r in runs:
-        load = f"{r['load'][0]:.1f}-{r['load'][1]:.1f}"
-        print(
-            f"  {r['job_id']:>4} {r['watchers']:>8} {r['steps']:>6} {r['tokens']:>7.0f}"
-            f" {r['seconds']:>8.1f} {r['tokens_per_s']:>9.0f} {r['web_cpu_share'] * 100:>7.0f}%"
-            f" {r['client_cpu_share'] * 100:>7.0f}% {load:>10}"
-            f" {_ms(r['latencies'], 50):>13} {_ms(r['latencies'], 99):>8}"
-        )
-    base = [r["tokens_per_s"] for r in runs if not r["watchers"]]
-    watched = [r for r in runs if r["watchers"]]
-    if not watched:
-        return
-    n = watched[0]["watchers"]
-    pairs = [
-        (runs[i], runs[i + 1]) if runs[i]["watchers"] else (runs[i + 1], runs[i])
-        for i in range(0, len(runs) - 1, 2)
-    ]
-    each = ", ".join(f"{w['tokens_per_s'] / b['tokens_per_s']:.2f}x" for w, b in pairs)
-    ratio = statistics.median(r["tokens_per_s"] for r in watched) / statistics.median(base)
-    print(f"  tokens/s with {n} watchers / with none: {ratio:.2f}x (each round: {each})")
-    print(
-        f"  ({sum(len(r['latencies']) for r in watched)} deliveries to watchers,"
-        f" {sum(r['missing'] for r in watched)} missing;"
-        f" {sum(r['ended'] for r in watched)} of {n * len(watched)} streams closed with 'end';"
-        " CPU: share of one core used by the web process and by this script's clients,"
-        " from submission to the end; load 1m: the machine's load average before and after)"
-    )
-
-
-def report_latency(latency: dict) -> None:
-    lat = latency["latencies"]
-    print()
-    print(
-        f"Delivery latency, {latency['watchers']} watchers on one job, {latency['events']}"
-        f" metric rows written at random 0.3-0.9 s gaps (connecting them took"
-        f" {latency['connect_s']:.1f} s, {latency['ramp']} at a time):"
-    )
-    print(
-        f"  p50 {_ms(lat, 50).strip()}, p90 {_ms(lat, 90).strip()}, p99 {_ms(lat, 99).strip()},"
-        f" max {_ms(lat, 100).strip()}; {len(lat)} deliveries, {latency['missing']} missing;"
-        f" CPU: web process {latency['web_cpu_share'] * 100:.0f}% of one core,"
-        f" these clients {latency['client_cpu_share'] * 100:.0f}%"
-    )
 
 
 async def run(args: argparse.Namespace, studio: Studio) -> None:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.accounts import Account, make_account
+from tests.support.jobs import wait_for_job
+from tests.support.processes import running_web, running_worker
+
+__all__ = ["REPO", "RUN_DIR", "Account", "make_account", "wait_for_job"]
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_ID = uuid.uuid4().hex[:10]
@@ -71,26 +72,6 @@ def migrated() -> None:
     upgrade_to_head()
 
 
-@dataclass
-class Account:
-    name: str
-    token: str
-    user_id: int
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-def make_account(name: str, admin: bool = False) -> Account:
-    from app.auth import create_token, get_or_create_user
-    from app.db import session_scope
-
-    with session_scope() as session:
-        user = get_or_create_user(session, name, admin=admin)
-        return Account(name, create_token(session, user), user.id)
-
-
 @pytest.fixture(scope="session")
 def alice(migrated: None) -> Account:
     return make_account("alice", admin=True)
@@ -136,83 +117,16 @@ def tiny_model(bundled_model_dir: Path, migrated: None) -> str:
     return "tiny-llama"
 
 
-def _wait_for(predicate, timeout: float, what: str, interval: float = 0.25) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture(scope="session")
 def worker(migrated: None, tiny_model: str) -> Iterator[Path]:
     """A real Celery worker on this run's queue; yields its log file."""
-    from app.cli import worker_command
-
     log_path = RUN_DIR / "worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(worker_command(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    try:
-        _wait_for(
-            lambda: b"ready." in log_path.read_bytes() or proc.poll() is not None, 120, "the worker"
-        )
-        if proc.poll() is not None:
-            pytest.fail(f"the worker exited:\n{log_path.read_text()[-3000:]}")
+    with running_worker(log_path):
         yield log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def live_server(migrated: None) -> Iterator[str]:
     """The studio served by uvicorn in its own process, as `ftstudio web` runs it."""
-    import httpx
-
-    port = _free_port()
-    log_path = RUN_DIR / "web.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "web", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return proc.poll() is not None
-
-    try:
-        _wait_for(up, 60, "the web server")
-        if proc.poll() is not None:
-            pytest.fail(f"the web server exited:\n{log_path.read_text()[-3000:]}")
+    with running_web(RUN_DIR / "web.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def wait_for_job(client, account: Account, job_id: int, timeout: float = 300) -> dict:
-    """Poll the API until the job ends; returns its final JSON."""
-    state: dict = {}
-
-    def ended() -> bool:
-        state.update(client.get(f"/api/jobs/{job_id}", headers=account.headers).json())
-        return state["status"] in ("succeeded", "failed", "cancelled")
-
-    _wait_for(ended, timeout, f"job {job_id}", interval=0.5)
-    return state

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from app.db import session_scope
 from app.jobs import find_base_model
 from app.settings import get_settings
 from tests.conftest import Account, wait_for_job
+from tests.support.jobs import wait_for_export
 
 pytestmark = pytest.mark.worker
 
@@ -188,16 +188,6 @@ def test_full_changes_every_tensor(finished: dict[str, dict], tiny_model: str) -
     assert [k for k in base if torch.equal(base[k], final[k])] == []
 
 
-def _wait_export(client, alice: Account, export_id: int) -> dict:
-    deadline = time.monotonic() + 180
-    while True:
-        export = client.get(f"/api/exports/{export_id}", headers=alice.headers).json()
-        if export["status"] in ("succeeded", "failed"):
-            return export
-        assert time.monotonic() < deadline, "export timed out"
-        time.sleep(0.5)
-
-
 def _final_checkpoint(client, alice: Account, job_id: int) -> dict:
     checkpoints = client.get(f"/api/jobs/{job_id}/checkpoints", headers=alice.headers).json()
     return next(c for c in checkpoints if c["is_final"])
@@ -212,7 +202,7 @@ def test_freeze_export_is_the_trained_model(
         f"/api/checkpoints/{final['id']}/exports", headers=alice.headers, json={"kind": "merged"}
     )
     assert created.status_code == 201, created.text
-    export = _wait_export(client, alice, created.json()["id"])
+    export = wait_for_export(client, alice, created.json()["id"], timeout=180)
     assert export["status"] == "succeeded", export["error"]
     download = client.get(f"/api/exports/{export['id']}/download", headers=alice.headers)
     with tarfile.open(fileobj=io.BytesIO(download.content)) as tar:

@@ -8,12 +8,12 @@ import json
 import math
 
 import pytest
-from bs4 import BeautifulSoup
 
 from app.architecture import architecture, read_config
 from app.settings import get_settings
 from app.spec import TrainingSpec
 from tests.conftest import Account
+from tests.support.html import soup
 
 ROWS = [{"instruction": "a" * 40, "output": "b" * 80} for _ in range(10)]
 
@@ -158,10 +158,6 @@ def test_estimate_is_scoped_and_authenticated(
 
 
 # --- the job form -----------------------------------------------------------------------------
-
-
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ trainer's input tokens whose labels are not ignored, position by position."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from app.db import session_scope
 from app.jobs import find_base_model
 from app.spec import TrainingSpec
 from tests.conftest import Account
+from tests.support.datasets import upload_rows
 from worker.training.mapping import method_config
 from worker.training.methods import build_dataset, trainer_class
 
@@ -73,18 +73,6 @@ DPO_ROWS = [
 ]
 
 
-def _upload(client, account: Account, name: str, records: list[dict], kind: str) -> int:
-    data = "\n".join(json.dumps(r) for r in records).encode()
-    response = client.post(
-        "/api/datasets",
-        headers=account.headers,
-        files={"file": (name, data)},
-        data={"kind": kind},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
 def _seen(client, account: Account, dataset_id: int, index: int, **params) -> list[dict]:
     response = client.get(
         f"/api/datasets/{dataset_id}/rows/{index}/seen", headers=account.headers, params=params
@@ -127,7 +115,7 @@ def _dataset_rows(dataset_id: int) -> tuple[list[dict], Path, str]:
 def test_sft_highlighted_tokens_are_the_trainers_labels(
     client, alice: Account, tiny_model: str, tmp_path: Path, loss: str
 ) -> None:
-    dataset_id = _upload(client, alice, "multi.jsonl", SFT_ROWS, "sft")
+    dataset_id = upload_rows(client, alice, "sft", SFT_ROWS, "multi.jsonl")
     rows, model_dir, template = _dataset_rows(dataset_id)
     spec = TrainingSpec(
         method="sft",
@@ -167,7 +155,7 @@ def test_sft_highlighted_tokens_are_the_trainers_labels(
 def test_dpo_highlighted_tokens_are_the_trainers_completion(
     client, alice: Account, tiny_model: str, tmp_path: Path
 ) -> None:
-    dataset_id = _upload(client, alice, "pairs.jsonl", DPO_ROWS, "preference")
+    dataset_id = upload_rows(client, alice, "preference", DPO_ROWS, "pairs.jsonl")
     rows, model_dir, template = _dataset_rows(dataset_id)
     spec = TrainingSpec(method="dpo", adapter="full", max_length=80)
     trainer = _trainer(spec, model_dir, rows, template, tmp_path)

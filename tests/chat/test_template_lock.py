@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from bs4 import BeautifulSoup
 from transformers import AutoTokenizer
 
 from tests.conftest import Account, wait_for_job
+from tests.support.jobs import wait_for_export
 
 pytestmark = pytest.mark.worker
 
@@ -32,16 +32,6 @@ MESSAGES = [
 def _template_id(client, account: Account, name: str) -> int:
     templates = client.get("/api/chat-templates", headers=account.headers).json()
     return next(t["id"] for t in templates if t["name"] == name)
-
-
-def _wait_for_export(client, account: Account, export_id: int) -> dict:
-    deadline = time.monotonic() + 300
-    while True:
-        export = client.get(f"/api/exports/{export_id}", headers=account.headers).json()
-        if export["status"] in ("succeeded", "failed"):
-            return export
-        assert time.monotonic() < deadline, "export timed out"
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +69,7 @@ def test_export_tokenizer_renders_like_the_studio(
         headers=alice.headers,
         json={"kind": "merged"},
     )
-    export = _wait_for_export(client, alice, created.json()["id"])
+    export = wait_for_export(client, alice, created.json()["id"])
     assert export["status"] == "succeeded", export["error"]
     download = client.get(f"/api/exports/{export['id']}/download", headers=alice.headers)
     with tarfile.open(fileobj=io.BytesIO(download.content)) as tar:

@@ -9,12 +9,9 @@ import pytest
 from bs4 import BeautifulSoup
 
 from tests.conftest import Account
+from tests.support.html import soup
 
 HTMX = {"HX-Request": "true"}
-
-
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
 
 
 def trained(fragment: BeautifulSoup) -> str:

@@ -1,11 +1,11 @@
 """Side by side, the blind arena and the playground through the API, with a real worker: a base
-model and a trained checkpoint answer the same prompts, votes give win rates and a preference
+model and a checkpoint trained to answer "Blue." answer the same prompts (greedy decoding: the
+checkpoint starts with "Blue.", the random base does not), votes give win rates and a preference
 dataset a DPO run accepts."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -14,26 +14,17 @@ import pytest
 from app.db import session_scope
 from app.models import ArenaPair, Generation
 from tests.conftest import Account, wait_for_job
+from tests.support.jobs import wait_until_ended
 
 pytestmark = pytest.mark.worker
 
 PROMPTS = ["Name a colour.", "Name a fruit.", "Name an animal."]
-
-
-def _wait(client, account: Account, url: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while (body := client.get(url, headers=account.headers).json())["status"] not in (
-        "succeeded",
-        "failed",
-    ):
-        assert time.monotonic() < deadline, f"{url} timed out"
-        time.sleep(0.3)
-    return body
+ANSWER = "Blue."
 
 
 @pytest.fixture(scope="module")
 def checkpoint_id(client, alice: Account, worker: Path, tiny_model: str) -> int:
-    rows = [{"instruction": p, "output": "Blue."} for p in PROMPTS * 4]
+    rows = [{"instruction": p, "output": ANSWER} for p in PROMPTS * 4]
     upload = client.post(
         "/api/datasets",
         headers=alice.headers,
@@ -42,7 +33,21 @@ def checkpoint_id(client, alice: Account, worker: Path, tiny_model: str) -> int:
     body = {
         "base_model": tiny_model,
         "dataset_id": upload.json()["id"],
-        "hyperparameters": {"max_steps": 2, "logging_steps": 1, "max_length": 64},
+        # Enough LoRA steps at a high rate that every prompt is answered ANSWER (repeated: the
+        # end of the turn is not learned that fast).
+        "hyperparameters": {
+            "max_steps": 30,
+            "logging_steps": 5,
+            "max_length": 64,
+            "learning_rate": 1e-2,
+            "lr_scheduler_type": "constant",
+            "warmup_steps": 0,
+            "per_device_train_batch_size": 4,
+            "lora_r": 16,
+            "lora_alpha": 32,
+            "lora_dropout": 0.0,
+            "seed": 3,
+        },
     }
     job = client.post("/api/jobs", headers=alice.headers, json=body).json()
     assert wait_for_job(client, alice, job["id"])["status"] == "succeeded"
@@ -65,7 +70,7 @@ def comparison(client, alice: Account, checkpoint_id: int) -> dict:
     assert created.status_code == 201, created.text
     body = created.json()
     assert [o["status"] for o in body["outputs"]] == ["queued"] * 6
-    return _wait(client, alice, f"/api/comparisons/{body['id']}")
+    return wait_until_ended(client, alice, f"/api/comparisons/{body['id']}")
 
 
 def test_every_model_answers_every_prompt(comparison: dict, checkpoint_id: int) -> None:
@@ -77,6 +82,12 @@ def test_every_model_answers_every_prompt(comparison: dict, checkpoint_id: int) 
     assert all(
         o["status"] == "succeeded" and isinstance(o["stopped"], bool) for o in comparison["outputs"]
     )
+    # The trained checkpoint learned its one answer (greedy decoding); the base model did not.
+    answers = {(o["model"], o["prompt_index"]): o for o in comparison["outputs"]}
+    for index in range(len(PROMPTS)):
+        trained, base = answers[keys[1], index], answers[keys[0], index]
+        assert trained["text"].strip().startswith(ANSWER), trained
+        assert not base["text"].strip().startswith(ANSWER), base
 
 
 def test_the_stream_replays_the_answers_and_ends(
@@ -182,23 +193,33 @@ def test_a_comparison_needs_prompts_and_owned_checkpoints(
     assert stolen.status_code == 422 and "no checkpoint" in stolen.json()["detail"]
 
 
-def test_playground_answers_a_conversation(client, alice: Account, checkpoint_id: int) -> None:
+def _playground(client, alice: Account, model: str) -> dict:
     created = client.post(
         "/api/playground",
         headers=alice.headers,
         json={
-            "model": f"checkpoint:{checkpoint_id}",
+            "model": model,
             "messages": [
                 {"role": "user", "content": "Name a colour."},
-                {"role": "assistant", "content": "Blue."},
-                {"role": "user", "content": "Another one?"},
+                {"role": "assistant", "content": ANSWER},
+                {"role": "user", "content": "Name a fruit."},
             ],
             "max_new_tokens": 6,
         },
     )
     assert created.status_code == 201, created.text
-    answer = _wait(client, alice, f"/api/generations/{created.json()['id']}")
-    assert answer["status"] == "succeeded" and isinstance(answer["text"], str)
+    answer = wait_until_ended(client, alice, f"/api/generations/{created.json()['id']}")
+    assert answer["status"] == "succeeded", answer
+    return answer
+
+
+def test_playground_answers_a_conversation(
+    client, alice: Account, checkpoint_id: int, comparison: dict
+) -> None:
+    trained = _playground(client, alice, f"checkpoint:{checkpoint_id}")
+    base = _playground(client, alice, comparison["models"][0]["key"])
+    assert trained["text"].strip().startswith(ANSWER), trained
+    assert base["text"] != trained["text"] and not base["text"].strip().startswith(ANSWER), base
     refused = client.post(
         "/api/playground",
         headers=alice.headers,

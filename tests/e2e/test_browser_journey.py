@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from tests.conftest import Account
-from tests.e2e.support import log_in
+from tests.support.browser import log_in
 from tests.support.datasets import alpaca_demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]

@@ -11,27 +11,25 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Account
-from tests.e2e.support import log_in
-from tests.worker.chaining_support import (
+from tests.support.browser import log_in
+from tests.support.chaining import (
     LONG_ROWS,
-    PAIRS,
     RESUMABLE_MAX_STEPS,
-    SFT_ROWS,
     TIMEOUT,
     cancelled_after_a_checkpoint,
-    checkpoints,
     sft_run,
-    upload,
 )
+from tests.support.datasets import PAIRS, SFT_ROWS, upload_rows
+from tests.support.jobs import checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 
 
 @pytest.fixture(scope="module")
 def runs(client, alice: Account, worker, tiny_model: str) -> dict:
-    preference = upload(client, alice, "preference", PAIRS)
-    sft = sft_run(client, alice, tiny_model, upload(client, alice, "sft", SFT_ROWS))
-    long_rows = upload(client, alice, "sft", LONG_ROWS, "long.jsonl")
+    preference = upload_rows(client, alice, "preference", PAIRS)
+    sft = sft_run(client, alice, tiny_model, upload_rows(client, alice, "sft", SFT_ROWS))
+    long_rows = upload_rows(client, alice, "sft", LONG_ROWS, "long.jsonl")
     cancelled = cancelled_after_a_checkpoint(client, alice, tiny_model, long_rows)
     return {"preference": preference, "sft": sft, "cancelled": cancelled}
 

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Account
-from tests.e2e.support import log_in
+from tests.support.browser import log_in
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Account
-from tests.e2e.support import log_in
-from tests.worker.health_support import spike_job, spike_rows, submit, upload
+from tests.support.browser import log_in
+from tests.support.datasets import upload_bytes
+from tests.support.health import spike_job, spike_rows
+from tests.support.jobs import submit_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 
@@ -19,9 +21,8 @@ def test_a_spike_alarm_appears_live_on_the_job_page(
     page: Page, client, alice: Account, worker, tiny_model: str, tmp_path: Path
 ) -> None:
     log_in(page, alice)
-    job_id = submit(
-        client, alice, spike_job(tiny_model, upload(client, alice, "ok.jsonl", spike_rows()))
-    )
+    dataset_id = upload_bytes(client, alice, "ok.jsonl", spike_rows())
+    job_id = submit_job(client, alice, **spike_job(tiny_model, dataset_id))["id"]
     page.goto(f"/jobs/{job_id}")
     # The markers list sits outside the summary that HTMX refreshes: only the live stream adds
     # to it while the page stays open.

@@ -10,8 +10,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Account
-from tests.e2e.support import log_in
-from tests.runs.support import TwoRuns, submit, two_trained_runs
+from tests.support.browser import log_in
+from tests.support.runs import TwoRuns, submit_run, two_trained_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 
@@ -48,7 +48,7 @@ def test_compare_two_runs_and_watch_the_log_tail(
     page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
 
     # A new run's page, opened before its process writes anything, streams the log in.
-    job = submit(client, alice, two_runs.model, two_runs.dataset_id, max_steps=10)
+    job = submit_run(client, alice, two_runs.model, two_runs.dataset_id, max_steps=10)
     page.goto(f"/jobs/{job['id']}")
     log = page.locator("#job-log")
     expect(log).to_contain_text("'loss'", timeout=180_000)

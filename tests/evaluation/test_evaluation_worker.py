@@ -22,7 +22,7 @@ from app.models import Checkpoint
 from app.settings import get_settings
 from tests.conftest import Account, wait_for_job
 from tests.evaluation import reference_metrics
-from tests.evaluation.support import PAIRS, SFT_ROWS, upload
+from tests.support.datasets import PAIRS, SFT_ROWS, upload_rows
 
 pytestmark = pytest.mark.worker
 
@@ -48,8 +48,8 @@ RUNS = {
 @pytest.fixture(scope="module")
 def runs(client, alice: Account, worker: Path, tiny_model: str) -> dict:
     datasets = {
-        "sft": upload(client, alice, "sft", SFT_ROWS),
-        "preference": upload(client, alice, "preference", PAIRS),
+        "sft": upload_rows(client, alice, "sft", SFT_ROWS),
+        "preference": upload_rows(client, alice, "preference", PAIRS),
     }
     submitted = {}
     for method, (kind, hyper) in RUNS.items():

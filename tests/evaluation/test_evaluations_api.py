@@ -9,23 +9,17 @@ from bs4 import BeautifulSoup
 from app.db import session_scope
 from app.models import Evaluation, JobStatus
 from tests.conftest import Account
-from tests.evaluation.support import (
-    PAIRS,
-    PROMPTS_WITHOUT_REFERENCE,
-    SFT_ROWS,
-    TEXT_ROWS,
-    fake_run,
-    upload,
-)
+from tests.support.datasets import PAIRS, SFT_ROWS, upload_rows
+from tests.support.evaluation import PROMPTS_WITHOUT_REFERENCE, TEXT_ROWS, fake_run
 
 
 @pytest.fixture(scope="module")
 def data(client, alice: Account, tiny_model: str) -> dict[str, int]:
     ids = {
-        "sft": upload(client, alice, "sft", SFT_ROWS),
-        "text": upload(client, alice, "text", TEXT_ROWS),
-        "preference": upload(client, alice, "preference", PAIRS),
-        "prompt": upload(client, alice, "prompt", PROMPTS_WITHOUT_REFERENCE),
+        "sft": upload_rows(client, alice, "sft", SFT_ROWS),
+        "text": upload_rows(client, alice, "text", TEXT_ROWS),
+        "preference": upload_rows(client, alice, "preference", PAIRS),
+        "prompt": upload_rows(client, alice, "prompt", PROMPTS_WITHOUT_REFERENCE),
     }
     ids["job"], ids["checkpoints"] = fake_run(alice, tiny_model, ids["sft"])  # type: ignore[assignment]
     ids["reward_job"], reward = fake_run(alice, tiny_model, ids["preference"], "reward")  # type: ignore[assignment]

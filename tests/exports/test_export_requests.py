@@ -8,7 +8,6 @@ import hashlib
 import json
 
 import pytest
-from bs4 import BeautifulSoup
 
 from app import broker
 from app.db import session_scope
@@ -17,6 +16,7 @@ from app.jobs import create_job
 from app.models import Checkpoint, Export, ExportStatus, JobStatus, User
 from app.settings import get_settings
 from tests.conftest import Account
+from tests.support.html import page as logged_in_page
 
 ARCHIVE = bytes(range(256)) * 40  # 10 KiB stands in for an archive
 
@@ -102,14 +102,6 @@ def test_an_accepted_export_is_queued_with_its_quantization(
     assert download.status_code == 409 and "queued" in download.json()["detail"]
 
 
-def _page(client, account: Account, url: str) -> BeautifulSoup:
-    client.cookies.clear()
-    client.post("/login", data={"token": account.token})
-    response = client.get(url)
-    assert response.status_code == 200, response.text
-    return BeautifulSoup(response.text, "html.parser")
-
-
 @pytest.mark.parametrize(
     ("adapter", "offered", "refused"),
     [
@@ -122,7 +114,7 @@ def test_job_page_offers_the_kinds_the_adapter_allows(
     client, alice: Account, dataset_id: int, adapter: str, offered, refused
 ) -> None:
     job_id, checkpoint_id = make_job(alice, dataset_id, adapter)
-    page = _page(client, alice, f"/jobs/{job_id}")
+    page = logged_in_page(client, alice, f"/jobs/{job_id}", stay_logged_in=True)
     row = page.select_one(f"tr.checkpoint[data-checkpoint-id='{checkpoint_id}']")
     forms = row.select("form.export-form")
     assert [f["data-kind"] for f in forms] == offered
@@ -162,7 +154,7 @@ def test_job_page_shows_each_exports_status_size_sha256_and_link(
     job_id, checkpoint_id = make_job(alice, dataset_id)
     done = _stored_export(alice, checkpoint_id)
     failed = _stored_export(alice, checkpoint_id, status=ExportStatus.failed, path=None, error="X")
-    page = _page(client, alice, f"/jobs/{job_id}")
+    page = logged_in_page(client, alice, f"/jobs/{job_id}", stay_logged_in=True)
 
     ok = page.select_one(f".export[data-export-id='{done}']")
     assert ok["data-kind"] == "gguf" and "Q8_0" in ok.select_one(".export-kind").get_text()
@@ -178,7 +170,7 @@ def test_the_page_form_requests_the_chosen_kind_and_quantization(
     client, alice: Account, dataset_id: int, enqueued: list[int]
 ) -> None:
     job_id, checkpoint_id = make_job(alice, dataset_id, "full")
-    page = _page(client, alice, f"/jobs/{job_id}")
+    page = logged_in_page(client, alice, f"/jobs/{job_id}", stay_logged_in=True)
     csrf = page.select_one('meta[name="csrf-token"]')["content"]
     url = f"/checkpoints/{checkpoint_id}/exports"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from app.settings import get_settings
 from tests.conftest import Account, wait_for_job
 from tests.exports.support import extract, next_token_logits
 from tests.exports.test_gguf import TOLERANCE
+from tests.support.jobs import wait_for_export
 
 pytestmark = pytest.mark.worker
 
@@ -71,16 +71,6 @@ def trained(client, alice: Account, worker: Path, tiny_model: str) -> dict:
     return {"job": job, "checkpoint": checkpoints[-1]}
 
 
-def _wait_for_export(client, account: Account, export_id: int) -> dict:
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        export = client.get(f"/api/exports/{export_id}", headers=account.headers).json()
-        if export["status"] in ("succeeded", "failed"):
-            return export
-        assert time.monotonic() < deadline, f"export {export_id} timed out"
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def exports(client, alice: Account, trained: dict) -> dict[str, dict]:
     url = f"/api/checkpoints/{trained['checkpoint']['id']}/exports"
@@ -89,7 +79,10 @@ def exports(client, alice: Account, trained: dict) -> dict[str, dict]:
         created = client.post(url, headers=alice.headers, json=body)
         assert created.status_code == 201, created.text
         ids[name] = created.json()["id"]
-    done = {name: _wait_for_export(client, alice, export_id) for name, export_id in ids.items()}
+    done = {
+        name: wait_for_export(client, alice, export_id, timeout=TIMEOUT)
+        for name, export_id in ids.items()
+    }
     for name, export in done.items():
         assert export["status"] == "succeeded", f"{name}: {export['error']}"
     return done

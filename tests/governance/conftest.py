@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bs4 import BeautifulSoup
 
 from tests.conftest import Account
+from tests.support.html import log_in
 
 WORDS_TEMPLATE = (
     "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} </s>\n{% endfor %}"
@@ -87,17 +87,6 @@ def words_model(migrated: None, tmp_path_factory: pytest.TempPathFactory) -> str
         else:
             model.path, model.chat_template = str(path), WORDS_TEMPLATE
     return "test-words"
-
-
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
-
-
-def log_in(client, account: Account) -> str:
-    """Log the shared test client in through the form; returns the page's CSRF token."""
-    client.cookies.clear()
-    client.post("/login", data={"token": account.token})
-    return soup(client.get("/")).select_one('meta[name="csrf-token"]')["content"]
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import hashlib
 import random
 
 from tests.conftest import Account
-from tests.governance.conftest import MakeDataset, random_text, sft, soup
+from tests.governance.conftest import MakeDataset, random_text, sft
+from tests.support.html import soup
 
 HX = {"HX-Request": "true"}
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Account
-from tests.governance.conftest import MakeDataset, log_in, sft, soup
+from tests.governance.conftest import MakeDataset, sft
+from tests.support.html import log_in, soup
 
 API_ROUTES = [
     ("GET", "/api/datasets/{id}/stats", None),

@@ -21,6 +21,8 @@ from app.db import session_scope
 from app.jobs import find_base_model
 from app.settings import get_settings
 from tests.conftest import Account, wait_for_job
+from tests.support.datasets import upload_rows
+from tests.support.jobs import loss_rows
 
 pytestmark = pytest.mark.worker
 
@@ -78,22 +80,9 @@ METHODS = {
 }
 
 
-def _upload(client, alice: Account, kind: str, rows: list[dict]) -> int:
-    content = "\n".join(json.dumps(r) for r in rows).encode()
-    response = client.post(
-        "/api/datasets",
-        headers=alice.headers,
-        files={"file": (f"{kind}.jsonl", content)},
-        data={"kind": kind},
-    )
-    assert response.status_code == 201, response.text
-    assert response.json()["kind"] == kind
-    return response.json()["id"]
-
-
 @pytest.fixture(scope="module")
 def datasets(client, alice: Account) -> dict[str, int]:
-    return {kind: _upload(client, alice, kind, rows) for kind, rows in DATASETS.items()}
+    return {kind: upload_rows(client, alice, kind, rows) for kind, rows in DATASETS.items()}
 
 
 def _body(tiny_model: str, datasets: dict[str, int], method: str) -> dict:
@@ -124,8 +113,7 @@ def finished(
 
 def _metrics(client, alice: Account, job: dict) -> list[dict]:
     assert job["status"] == "succeeded", job["error"]
-    metrics = client.get(f"/api/jobs/{job['id']}/metrics", headers=alice.headers).json()
-    return [m for m in metrics if m.get("loss") is not None]
+    return loss_rows(client, alice, job["id"])
 
 
 def test_pretrain_lowers_the_loss_on_its_text(client, alice: Account, finished: dict) -> None:

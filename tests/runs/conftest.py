@@ -1,11 +1,11 @@
-"""The runs tests share two short trainings (see support.py)."""
+"""The runs tests share two short trainings (see tests/support/runs.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.conftest import Account
-from tests.runs.support import TwoRuns, two_trained_runs
+from tests.support.runs import TwoRuns, two_trained_runs
 
 
 @pytest.fixture(scope="session")

@@ -13,28 +13,23 @@ from bs4 import BeautifulSoup
 
 from app.models import JobStatus
 from tests.conftest import Account
-from tests.runs.support import LEARNING_RATES, MAX_STEPS, TwoRuns, upload
+from tests.support.html import log_in
+from tests.support.runs import LEARNING_RATES, MAX_STEPS, TwoRuns, upload_counting
 
 pytestmark = pytest.mark.worker
 
 
-def _page_client(client, account: Account):
-    """The session client logged in as ``account`` through the login form (a browser session)."""
-    client.cookies.clear()
-    response = client.post("/login", data={"token": account.token}, follow_redirects=False)
-    assert response.status_code == 303
-    return client
-
-
 @pytest.fixture
 def as_alice(client, alice: Account) -> Iterator:
-    yield _page_client(client, alice)
+    log_in(client, alice)
+    yield client
     client.cookies.clear()
 
 
 @pytest.fixture
 def as_bob(client, bob: Account) -> Iterator:
-    yield _page_client(client, bob)
+    log_in(client, bob)
+    yield client
     client.cookies.clear()
 
 
@@ -278,7 +273,7 @@ def test_extra_metric_keys_are_curves_and_csv_columns(client, alice: Account) ->
     from app.jobs import create_job, transition
     from app.models import Metric, User
 
-    dataset_id = upload(client, alice, "extra.jsonl")
+    dataset_id = upload_counting(client, alice, "extra.jsonl")
     with session_scope() as session:
         user = session.get(User, alice.user_id)
         job = create_job(

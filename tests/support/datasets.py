@@ -13,9 +13,22 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Account
+from tests.support.accounts import Account
 
-LLAMAFACTORY_DATA = REPO / ".cache" / "llamafactory-data"
+# Preference pairs whose chosen answers are also SFT rows (so SFT makes them likely), used by the
+# chaining, evaluation and comparison tests.
+COLOURS = ("green", "blue", "yellow", "purple", "orange", "white", "black", "pink")
+PAIRS = [
+    {
+        "prompt": [{"role": "user", "content": f"Name something {colour}."}],
+        "chosen": [{"role": "assistant", "content": f"Gladly! A {colour} flower."}],
+        "rejected": [{"role": "assistant", "content": "No. No. No. No."}],
+    }
+    for colour in COLOURS
+]
+SFT_ROWS = [{"messages": pair["prompt"] + pair["chosen"]} for pair in PAIRS]
+
+LLAMAFACTORY_DATA = Path(__file__).resolve().parents[2] / ".cache" / "llamafactory-data"
 LLAMAFACTORY_SUMS = Path(__file__).with_name("llamafactory-data.sha256")
 LLAMAFACTORY_FILES = tuple(
     line.split()[1] for line in LLAMAFACTORY_SUMS.read_text().splitlines() if line.strip()
@@ -70,7 +83,9 @@ def upload_rows(
     client, account: Account, kind: str, rows: list[dict[str, Any]], name: str = ""
 ) -> int:
     """Upload rows as JSONL, declaring their kind; returns the dataset's id."""
-    return upload_bytes(client, account, name or f"{kind}.jsonl", jsonl(rows), kind=kind)
+    body = imported(client, account, name or f"{kind}.jsonl", jsonl(rows), kind=kind)
+    assert body["kind"] == kind, body
+    return body["id"]
 
 
 def all_rows(client, account: Account, dataset_id: int) -> list[dict[str, Any]]:

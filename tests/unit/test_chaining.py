@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from bs4 import BeautifulSoup
 from sqlalchemy import select
 
 from app.base_models import register_model
@@ -30,6 +29,8 @@ from app.models import (
 )
 from app.settings import get_settings
 from tests.conftest import Account
+from tests.support.datasets import upload_rows
+from tests.support.html import page as logged_in_page
 
 PAIR = {
     "prompt": [{"role": "user", "content": "Say hi."}],
@@ -38,22 +39,15 @@ PAIR = {
 }
 
 
-def _upload(client, account: Account, kind: str, row: dict) -> int:
-    response = client.post(
-        "/api/datasets",
-        headers=account.headers,
-        files={"file": (f"{kind}.jsonl", json.dumps(row).encode())},
-        data={"kind": kind},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
+def upload_one(client, account: Account, kind: str, row: dict) -> int:
+    return upload_rows(client, account, kind, [row])
 
 
 @pytest.fixture(scope="module")
 def datasets(client, alice: Account) -> dict[str, int]:
     return {
-        "sft": _upload(client, alice, "sft", {"instruction": "Say hi.", "output": "Hi!"}),
-        "preference": _upload(client, alice, "preference", PAIR),
+        "sft": upload_one(client, alice, "sft", {"instruction": "Say hi.", "output": "Hi!"}),
+        "preference": upload_one(client, alice, "preference", PAIR),
     }
 
 
@@ -144,7 +138,7 @@ def test_a_run_may_start_from_an_owned_ended_compatible_checkpoint(
     assert "must use that base model" in _parent_error(client, alice, base_model=copy_id, **dpo)
 
     # Another user's checkpoint does not exist for bob; a missing one neither.
-    bob_dataset = _upload(client, bob, "preference", PAIR)
+    bob_dataset = upload_one(client, bob, "preference", PAIR)
     bob_body = {**dpo, "dataset_id": bob_dataset}
     assert _parent_error(client, bob, **bob_body) == f"no checkpoint {parent}"
     assert "no checkpoint" in _parent_error(client, alice, **{**dpo, "parent_checkpoint_id": 10**6})
@@ -290,22 +284,11 @@ def test_the_reaper_resumes_a_lost_job_from_its_last_complete_checkpoint(
     assert sorted(steps) == [1, 2, 3]
 
 
-def _page(client, account: Account, url: str) -> BeautifulSoup:
-    client.cookies.clear()
-    client.post("/login", data={"token": account.token})
-    try:
-        response = client.get(url)
-        assert response.status_code == 200, response.text
-        return BeautifulSoup(response.text, "html.parser")
-    finally:
-        client.cookies.clear()
-
-
 def test_job_pages_offer_next_stage_resume_and_show_lineage(
     client, alice: Account, datasets: dict[str, int]
 ) -> None:
     sft_id, sft = make_job(alice, datasets["sft"])
-    page = _page(client, alice, f"/jobs/{sft_id}")
+    page = logged_in_page(client, alice, f"/jobs/{sft_id}")
     form = page.select_one("form#next-stage")
     assert form["action"] == "/jobs/new" and form["method"] == "get"
     assert form.select_one("input[name=parent_checkpoint_id]")["value"] == str(_final(sft))
@@ -314,7 +297,7 @@ def test_job_pages_offer_next_stage_resume_and_show_lineage(
 
     # The form, pre-filled: the parent, its base model, DPO and the newest preference dataset.
     url = f"/jobs/new?parent_checkpoint_id={_final(sft)}&method=dpo"
-    form = _page(client, alice, url).select_one("#job-form")
+    form = logged_in_page(client, alice, url).select_one("#job-form")
     assert form.select_one("#job-parent input[name=parent_checkpoint_id]")["value"] == str(
         _final(sft)
     )
@@ -328,10 +311,10 @@ def test_job_pages_offer_next_stage_resume_and_show_lineage(
     dpo_id, _ = make_job(
         alice, datasets["preference"], method="dpo", parent_checkpoint_id=_final(sft)
     )
-    page = _page(client, alice, f"/jobs/{dpo_id}")
+    page = logged_in_page(client, alice, f"/jobs/{dpo_id}")
     parents = page.select("#job-lineage li.lineage-parent")
     assert [li["data-job-id"] for li in parents] == [str(sft_id)]
-    assert _page(client, alice, f"/jobs/{sft_id}").select_one(
+    assert logged_in_page(client, alice, f"/jobs/{sft_id}").select_one(
         f"#job-children a[href='/jobs/{dpo_id}']"
     )
 
@@ -339,7 +322,7 @@ def test_job_pages_offer_next_stage_resume_and_show_lineage(
     cancelled_id, _ = make_job(
         alice, datasets["sft"], status=JobStatus.cancelled, steps=(2,), final=False
     )
-    page = _page(client, alice, f"/jobs/{cancelled_id}")
+    page = logged_in_page(client, alice, f"/jobs/{cancelled_id}")
     resume = page.select_one("form#resume-form")
     assert resume["action"] == f"/jobs/{cancelled_id}/resume" and resume["method"] == "post"
     assert resume.select_one("input[name=csrf_token]")["value"]

@@ -5,22 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from bs4 import BeautifulSoup
 
 from app.spec import HYPERPARAMETER_FIELDS, TrainingSpec
 from tests.conftest import Account
-
-
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
+from tests.support.html import log_in, soup
 
 
 @pytest.fixture
 def browser(client, alice: Account):
     """The test client logged in as alice through the login form; yields the CSRF token."""
-    client.cookies.clear()
-    client.post("/login", data={"token": alice.token})
-    yield soup(client.get("/")).select_one('meta[name="csrf-token"]')["content"]
+    yield log_in(client, alice)
     client.cookies.clear()
 
 

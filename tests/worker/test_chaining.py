@@ -19,20 +19,17 @@ from app.jobs import find_base_model
 from app.models import Checkpoint
 from app.settings import get_settings
 from tests.conftest import Account, wait_for_job
-from tests.worker.chaining_support import (
+from tests.support.chaining import (
     COMMON,
     LONG_ROWS,
-    PAIRS,
     RESUMABLE,
     RESUMABLE_MAX_STEPS,
-    SFT_ROWS,
     TIMEOUT,
     cancelled_after_a_checkpoint,
-    checkpoints,
     sft_run,
-    submit,
-    upload,
 )
+from tests.support.datasets import PAIRS, SFT_ROWS, upload_rows
+from tests.support.jobs import checkpoints, loss_rows, submit_job
 
 pytestmark = pytest.mark.worker
 
@@ -50,19 +47,14 @@ DPO = {
 @pytest.fixture(scope="module")
 def data(client, alice: Account) -> dict[str, int]:
     return {
-        "sft": upload(client, alice, "sft", SFT_ROWS),
-        "preference": upload(client, alice, "preference", PAIRS),
-        "long": upload(client, alice, "sft", LONG_ROWS, "long.jsonl"),
+        "sft": upload_rows(client, alice, "sft", SFT_ROWS),
+        "preference": upload_rows(client, alice, "preference", PAIRS),
+        "long": upload_rows(client, alice, "sft", LONG_ROWS, "long.jsonl"),
     }
 
 
 def _final(client, account: Account, job_id: int) -> dict:
     return next(c for c in checkpoints(client, account, job_id) if c["is_final"])
-
-
-def _metrics(client, account: Account, job_id: int) -> list[dict]:
-    rows = client.get(f"/api/jobs/{job_id}/metrics", headers=account.headers).json()
-    return [m for m in rows if m.get("loss") is not None]
 
 
 def _checkpoint_dir(checkpoint_id: int) -> Path:
@@ -114,17 +106,17 @@ def test_dpo_starts_from_the_sft_runs_final_checkpoint(
         "parent_checkpoint_id"
     ]
     # No base_model: a run from a checkpoint takes its parent's.
-    chained = submit(client, alice, parent_checkpoint_id=parent["id"], **body)
+    chained = submit_job(client, alice, parent_checkpoint_id=parent["id"], **body)
     assert chained["parent_checkpoint_id"] == parent["id"]
     assert chained["base_model"] == sft["base_model"]
-    from_base = submit(client, alice, base_model=tiny_model, **body)
+    from_base = submit_job(client, alice, base_model=tiny_model, **body)
     chained = wait_for_job(client, alice, chained["id"], timeout=TIMEOUT)
     from_base = wait_for_job(client, alice, from_base["id"], timeout=TIMEOUT)
     assert chained["status"] == from_base["status"] == "succeeded", chained["error"]
 
     first, first_base = (
-        _metrics(client, alice, chained["id"])[0],
-        _metrics(client, alice, from_base["id"])[0],
+        loss_rows(client, alice, chained["id"])[0],
+        loss_rows(client, alice, from_base["id"])[0],
     )
     assert first["step"] == first_base["step"] == 1
     # Step 1 scores every pair before any update. The policy starts as the SFT model, which
@@ -136,7 +128,7 @@ def test_dpo_starts_from_the_sft_runs_final_checkpoint(
     # ...and the reference is the SFT model too (the parent's adapter is merged, the new adapter
     # starts at zero): no implicit reward yet, as DPO from an SFT model requires.
     assert abs(first["rewards/chosen"]) < 1e-4 and abs(first["rewards/rejected"]) < 1e-4
-    margins = [m["rewards/margins"] for m in _metrics(client, alice, chained["id"])]
+    margins = [m["rewards/margins"] for m in loss_rows(client, alice, chained["id"])]
     assert margins[-1] > margins[0], margins
 
     # The merged export of the DPO run holds base + SFT adapter + DPO adapter.
@@ -161,7 +153,7 @@ def test_a_cancelled_run_resumes_from_its_last_checkpoint_and_steps_continue(
     job_id = stopped["id"]
     saved = [c for c in checkpoints(client, alice, job_id) if not c["is_final"]]
     last = saved[-1]
-    before = _metrics(client, alice, job_id)
+    before = loss_rows(client, alice, job_id)
     print(f"cancelled at step {stopped['progress']['step']}, last checkpoint {last['step']}")
 
     resumed = client.post(f"/api/jobs/{job_id}/resume", headers=alice.headers)
@@ -176,7 +168,7 @@ def test_a_cancelled_run_resumes_from_its_last_checkpoint_and_steps_continue(
     finished = wait_for_job(client, alice, job_id, timeout=TIMEOUT)
     assert finished["status"] == "succeeded", finished["error"]
     assert finished["progress"]["step"] == RESUMABLE_MAX_STEPS
-    metrics = _metrics(client, alice, job_id)
+    metrics = loss_rows(client, alice, job_id)
     steps = [m["step"] for m in metrics]
     # Every step logged exactly once: the resumed run went on from the checkpoint's step (a
     # fresh start would log steps 1, 2, ... again), and what the cancelled run had logged after

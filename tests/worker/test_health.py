@@ -1,7 +1,8 @@
 """Training health alarms through the real API and worker, on planted problems (see
-health_support.py): a NaN loss must stop the run at that very step (before any logging step),
-fail it with a reason naming the step and the batch's rows, and keep no model; a loss spike
-raises a warning naming the batch's rows; overfitting triggers early stopping.
+tests/support/health.py): a NaN loss must stop the run at that very step (before any logging
+step), fail it with a reason naming the step and the batch's rows, and keep no model; a loss
+spike raises a warning naming the batch's rows; overfitting triggers early stopping, and the
+model kept is the checkpoint with the lowest eval loss.
 
 The three runs are queued at once (one worker trains them in turn); the job page, the API, the
 live stream and the TensorBoard event files are checked on the finished runs.
@@ -14,13 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from bs4 import BeautifulSoup
+from safetensors.torch import load_file
+from sqlalchemy import select
 
 from app.db import session_scope
 from app.jobs import find_base_model
+from app.models import Checkpoint
 from app.settings import get_settings
 from tests.conftest import RUN_DIR, Account, wait_for_job
-from tests.worker.health_support import (
+from tests.support.datasets import upload_bytes
+from tests.support.health import (
     COMMON,
     NAN_LOGGING_STEPS,
     OVERFIT_MAX_STEPS,
@@ -34,9 +40,8 @@ from tests.worker.health_support import (
     poisoned_model,
     spike_job,
     spike_rows,
-    submit,
-    upload,
 )
+from tests.support.jobs import submit_job
 
 pytestmark = pytest.mark.worker
 
@@ -52,20 +57,30 @@ def runs(client, alice: Account, worker: Path, tiny_model: str) -> dict[str, dic
     with session_scope() as session:
         register_model(session, "tiny-llama-nan", poisoned)
     bodies = {
-        "nan": nan_job("tiny-llama-nan", upload(client, alice, "zebra.jsonl", nan_rows())),
-        "spike": spike_job(tiny_model, upload(client, alice, "ok.jsonl", spike_rows())),
+        "nan": nan_job("tiny-llama-nan", upload_bytes(client, alice, "zebra.jsonl", nan_rows())),
+        "spike": spike_job(tiny_model, upload_bytes(client, alice, "ok.jsonl", spike_rows())),
         "overfit": overfit_job(
             tiny_model,
-            upload(client, alice, "red.jsonl", colour_rows("red", 16)),
-            upload(client, alice, "blue.jsonl", colour_rows("blue", 4)),
+            upload_bytes(client, alice, "red.jsonl", colour_rows("red", 16)),
+            upload_bytes(client, alice, "blue.jsonl", colour_rows("blue", 4)),
         ),
     }
-    ids = {name: submit(client, alice, body) for name, body in bodies.items()}
+    ids = {name: submit_job(client, alice, **body)["id"] for name, body in bodies.items()}
     return {name: wait_for_job(client, alice, job_id, timeout=600) for name, job_id in ids.items()}
 
 
 def _events(job: dict, kind: str) -> list[dict]:
     return [e for e in job["events"] if e["kind"] == kind]
+
+
+def _weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+    files = sorted(checkpoint_dir.glob("*.safetensors"))
+    assert files, f"no weights in {checkpoint_dir}"
+    return {name: t for f in files for name, t in load_file(f).items()}
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
 
 def test_a_nan_loss_fails_the_run_at_its_step_naming_the_batch_rows(
@@ -119,8 +134,16 @@ def test_overfitting_triggers_early_stopping(client, alice: Account, runs: dict[
     # Stopped after `patience` evaluations without a new best eval loss.
     best = min(range(len(evaluations)), key=lambda i: evaluations[i]["eval_loss"])
     assert len(evaluations) - 1 - best == OVERFIT_PATIENCE
-    checkpoints = client.get(f"/api/jobs/{job['id']}/checkpoints", headers=alice.headers).json()
-    assert any(c["is_final"] for c in checkpoints)
+    # The kept final model is the best checkpoint (lowest eval loss), not the last one trained.
+    best_step = evaluations[best]["step"]
+    assert best_step < stopped["step"]
+    with session_scope() as session:
+        stored = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job["id"])).all()
+        paths = {(c.step, c.is_final): get_settings().jobs_dir / c.path for c in stored}
+    (final,) = [path for (_, is_final), path in paths.items() if is_final]
+    kept = _weights(final)
+    assert _same_weights(kept, _weights(paths[best_step, False]))
+    assert not _same_weights(kept, _weights(paths[stopped["step"], False]))
 
 
 def test_the_resolved_trainer_config_is_stored_and_served(runs: dict[str, dict]) -> None:
@@ -168,7 +191,7 @@ def test_alarms_are_streamed_live(client, alice: Account, runs: dict[str, dict])
 def test_early_stopping_needs_an_eval_dataset(client, alice: Account, tiny_model: str) -> None:
     body = {
         "base_model": tiny_model,
-        "dataset_id": upload(client, alice, "red.jsonl", colour_rows("red", 4)),
+        "dataset_id": upload_bytes(client, alice, "red.jsonl", colour_rows("red", 4)),
         "hyperparameters": {"early_stopping_patience": 2},
     }
     response = client.post("/api/jobs", headers=alice.headers, json=body)

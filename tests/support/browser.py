@@ -1,4 +1,4 @@
-"""Shared browser steps."""
+"""Shared steps in a real browser (Playwright on Debian's Chromium, see tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.conftest import Account
+from tests.support.accounts import Account
 
 
 def log_in(page: Page, account: Account) -> None:

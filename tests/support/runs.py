@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from tests.conftest import Account, wait_for_job
+from tests.support.accounts import Account
+from tests.support.datasets import upload_bytes
+from tests.support.jobs import submit_job, wait_for_job
 
 ROWS = "\n".join(
     json.dumps({"instruction": f"Count to {i}.", "output": " ".join(map(str, range(1, i + 2)))})
@@ -27,17 +29,19 @@ class TwoRuns:
 _TRAINED: list[TwoRuns] = []
 
 
-def upload(client, account: Account, name: str = "count.jsonl") -> int:
-    response = client.post("/api/datasets", headers=account.headers, files={"file": (name, ROWS)})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
+def upload_counting(client, account: Account, name: str = "count.jsonl") -> int:
+    """The counting rows (ROWS) as a dataset; returns its id."""
+    return upload_bytes(client, account, name, ROWS)
 
 
-def submit(client, account: Account, model: str, dataset_id: int, **hyperparameters) -> dict:
-    body = {
-        "base_model": model,
-        "dataset_id": dataset_id,
-        "hyperparameters": {
+def submit_run(client, account: Account, model: str, dataset_id: int, **hyperparameters) -> dict:
+    """A short SFT run on the counting rows; ``hyperparameters`` override the defaults."""
+    return submit_job(
+        client,
+        account,
+        base_model=model,
+        dataset_id=dataset_id,
+        hyperparameters={
             "max_steps": MAX_STEPS,
             "logging_steps": 1,
             "save_steps": 100_000,
@@ -45,18 +49,15 @@ def submit(client, account: Account, model: str, dataset_id: int, **hyperparamet
             "max_length": 64,
             **hyperparameters,
         },
-    }
-    response = client.post("/api/jobs", headers=account.headers, json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
+    )
 
 
 def two_trained_runs(client, alice: Account, model: str) -> TwoRuns:
     """Needs the session's worker running. Trains on the first call, then returns the same."""
     if _TRAINED:
         return _TRAINED[0]
-    dataset_id = upload(client, alice)
-    jobs = [submit(client, alice, model, dataset_id, learning_rate=lr) for lr in LEARNING_RATES]
+    dataset_id = upload_counting(client, alice)
+    jobs = [submit_run(client, alice, model, dataset_id, learning_rate=lr) for lr in LEARNING_RATES]
     for job in jobs:
         final = wait_for_job(client, alice, job["id"], timeout=300)
         assert final["status"] == "succeeded", final["error"]

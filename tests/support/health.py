@@ -11,14 +11,13 @@ browser test in tests/e2e): their datasets, a NaN-poisoned tiny model, and their
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.conftest import Account
+from tests.support.datasets import alpaca
 
 POISON_WORD = " zebra"
 POISONED_ROW = 5
@@ -27,10 +26,6 @@ NAN_LOGGING_STEPS = 5
 OVERFIT_MAX_STEPS = 40
 OVERFIT_PATIENCE = 3
 COMMON = {"per_device_train_batch_size": 2, "max_length": 64, "save_steps": 100_000}
-
-
-def alpaca(rows: list[tuple[str, str]]) -> bytes:
-    return "\n".join(json.dumps({"instruction": q, "output": a}) for q, a in rows).encode()
 
 
 def _gibberish(rng: random.Random, words: int) -> str:
@@ -73,20 +68,6 @@ def poisoned_model(tiny_dir: Path, out: Path) -> Path:
     untied.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-def upload(client, account: Account, name: str, content: bytes) -> int:
-    response = client.post(
-        "/api/datasets", headers=account.headers, files={"file": (name, content)}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-def submit(client, account: Account, body: dict) -> int:
-    response = client.post("/api/jobs", headers=account.headers, json=body)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 def nan_job(model: str, dataset_id: int) -> dict:

@@ -1,39 +1,16 @@
-"""Datasets and checkpoints for the evaluation tests."""
+"""Datasets and checkpoint rows for the evaluation tests."""
 
 from __future__ import annotations
-
-import json
 
 from app.auth import get_or_create_user
 from app.db import session_scope
 from app.jobs import create_job
 from app.models import Checkpoint
-from tests.conftest import Account
+from tests.support.accounts import Account
+from tests.support.datasets import COLOURS, PAIRS
 
-COLOURS = ("green", "blue", "yellow", "purple", "orange", "white", "black", "pink")
-PAIRS = [
-    {
-        "prompt": [{"role": "user", "content": f"Name something {colour}."}],
-        "chosen": [{"role": "assistant", "content": f"Gladly! A {colour} flower."}],
-        "rejected": [{"role": "assistant", "content": "No. No. No. No."}],
-    }
-    for colour in COLOURS
-]
-SFT_ROWS = [{"messages": pair["prompt"] + pair["chosen"]} for pair in PAIRS]
 TEXT_ROWS = [{"text": f"The {colour} flower grew."} for colour in COLOURS]
 PROMPTS_WITHOUT_REFERENCE = [{"prompt": pair["prompt"]} for pair in PAIRS]
-
-
-def upload(client, account: Account, kind: str, rows: list[dict]) -> int:
-    content = "\n".join(json.dumps(row) for row in rows).encode()
-    response = client.post(
-        "/api/datasets",
-        headers=account.headers,
-        files={"file": (f"{kind}.jsonl", content)},
-        data={"kind": kind},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 def fake_run(

@@ -1,24 +1,14 @@
-"""Data and runs shared by the chaining/resume API tests and their browser test (tests/e2e):
-preference pairs whose chosen answers are also the SFT data (so SFT makes them likely), a
-short SFT run, and a run cancelled after it saved a checkpoint."""
+"""Runs shared by the chaining/resume API tests and their browser test (tests/e2e): a short
+SFT run on datasets.SFT_ROWS (so it makes the chosen answers of datasets.PAIRS likely), long
+rows, and a run cancelled after it saved a checkpoint."""
 
 from __future__ import annotations
 
-import json
 import time
 
-from tests.conftest import Account, wait_for_job
+from tests.support.accounts import Account
+from tests.support.jobs import checkpoints, submit_job, wait_for_job
 
-COLOURS = ("green", "blue", "yellow", "purple", "orange", "white", "black", "pink")
-PAIRS = [
-    {
-        "prompt": [{"role": "user", "content": f"Name something {colour}."}],
-        "chosen": [{"role": "assistant", "content": f"Gladly! A {colour} flower."}],
-        "rejected": [{"role": "assistant", "content": "No. No. No. No."}],
-    }
-    for colour in COLOURS
-]
-SFT_ROWS = [{"messages": pair["prompt"] + pair["chosen"]} for pair in PAIRS]
 LONG_ROWS = [
     {
         "messages": [
@@ -53,24 +43,6 @@ RESUMABLE_MAX_STEPS = 90
 TIMEOUT = 600  # seconds for one run, on a busy 2-core machine
 
 
-def upload(client, account: Account, kind: str, rows: list[dict], name: str = "") -> int:
-    content = "\n".join(json.dumps(row) for row in rows).encode()
-    response = client.post(
-        "/api/datasets",
-        headers=account.headers,
-        files={"file": (name or f"{kind}.jsonl", content)},
-        data={"kind": kind},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-def submit(client, account: Account, **body) -> dict:
-    response = client.post("/api/jobs", headers=account.headers, json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 def sft_run(client, account: Account, model: str, dataset_id: int) -> dict:
     """A finished SFT + LoRA run that learned the chosen answers (lr 1e-2, 12 steps)."""
     hyper = {
@@ -81,19 +53,17 @@ def sft_run(client, account: Account, model: str, dataset_id: int) -> dict:
         "per_device_train_batch_size": 8,
         "save_steps": 1000,
     }
-    job = submit(client, account, base_model=model, dataset_id=dataset_id, hyperparameters=hyper)
+    job = submit_job(
+        client, account, base_model=model, dataset_id=dataset_id, hyperparameters=hyper
+    )
     finished = wait_for_job(client, account, job["id"], timeout=TIMEOUT)
     assert finished["status"] == "succeeded", finished["error"]
     return finished
 
 
-def checkpoints(client, account: Account, job_id: int) -> list[dict]:
-    return client.get(f"/api/jobs/{job_id}/checkpoints", headers=account.headers).json()
-
-
 def cancelled_after_a_checkpoint(client, account: Account, model: str, dataset_id: int) -> dict:
     """An SFT run cancelled once it has saved a checkpoint, well before its last step."""
-    job = submit(
+    job = submit_job(
         client,
         account,
         base_model=model,

@@ -1,5 +1,5 @@
 """Online RL on the tiny model with a real worker: GRPO raises the mean of an easily learnable
-rule reward; PPO runs end to end with a reward model from a reward run and logs score and KL."""
+rule reward; PPO from an SFT checkpoint raises the score of a reward model from a reward run."""
 
 from __future__ import annotations
 
@@ -10,43 +10,22 @@ from statistics import mean
 import pytest
 
 from tests.conftest import Account, wait_for_job
+from tests.support.datasets import upload_rows
+from tests.support.jobs import checkpoints, metric_values, metrics
 
 pytestmark = pytest.mark.worker
-
-
-def _upload(client, account: Account, name: str, rows: list[dict], kind: str) -> int:
-    response = client.post(
-        "/api/datasets",
-        headers=account.headers,
-        files={"file": (name, json.dumps(rows).encode())},
-        data={"kind": kind},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-def _metrics(client, account: Account, job_id: int) -> list[dict]:
-    return client.get(f"/api/jobs/{job_id}/metrics", headers=account.headers).json()
-
-
-def _values(metrics: list[dict], key: str) -> list[float]:
-    found = []
-    for m in metrics:
-        value = m.get(key, (m.get("values") or {}).get(key))
-        if isinstance(value, int | float):
-            found.append(float(value))
-    return found
 
 
 PROMPTS = [
     {"instruction": f"Say something about {w}.", "output": w} for w in ("sun", "sea", "sky", "ice")
 ]
+PPO_STEPS = 8
 
 
 def test_grpo_raises_a_learnable_rule_reward(
     client, alice: Account, worker: Path, tiny_model: str
 ) -> None:
-    dataset_id = _upload(client, alice, "prompts.json", PROMPTS * 4, "prompt")
+    dataset_id = upload_rows(client, alice, "prompt", PROMPTS * 4)
     body = {
         "base_model": tiny_model,
         "dataset_id": dataset_id,
@@ -72,67 +51,101 @@ def test_grpo_raises_a_learnable_rule_reward(
     assert created.status_code == 201, created.text
     job = wait_for_job(client, alice, created.json()["id"], timeout=900)
     assert job["status"] == "succeeded", job["error"]
-    rewards = _values(_metrics(client, alice, job["id"]), "reward")
+    rewards = metric_values(metrics(client, alice, job["id"]), "reward")
     assert len(rewards) == 30
     assert mean(rewards[-10:]) > mean(rewards[:5]) + 0.2, rewards
 
 
-def test_ppo_with_a_reward_run_logs_score_and_kl(
+GOOD, BAD = "Nice and warm.", "No."
+
+
+def _finished(client, account: Account, **body) -> dict:
+    created = client.post("/api/jobs", headers=account.headers, json=body)
+    assert created.status_code == 201, created.text
+    job = wait_for_job(client, account, created.json()["id"], timeout=900)
+    assert job["status"] == "succeeded", job["error"]
+    return job
+
+
+def _final_checkpoint(client, account: Account, job: dict) -> int:
+    final = checkpoints(client, account, job["id"])[-1]
+    assert final["is_final"]
+    return final["id"]
+
+
+def test_ppo_raises_the_reward_models_score(
     client, alice: Account, worker: Path, tiny_model: str
 ) -> None:
-    pairs = [
-        {"instruction": p["instruction"], "chosen": "Nice and warm.", "rejected": "No."}
-        for p in PROMPTS
-    ]
-    preference_id = _upload(client, alice, "pairs.json", pairs * 2, "preference")
-    reward_job = client.post(
-        "/api/jobs",
-        headers=alice.headers,
-        json={
-            "base_model": tiny_model,
-            "dataset_id": preference_id,
-            "method": "reward",
-            "adapter": "lora",
-            "hyperparameters": {"max_steps": 2, "logging_steps": 1, "max_length": 64},
-        },
-    ).json()
-    assert wait_for_job(client, alice, reward_job["id"])["status"] == "succeeded"
-    reward_checkpoint = client.get(
-        f"/api/jobs/{reward_job['id']}/checkpoints", headers=alice.headers
-    ).json()[-1]
-
-    prompts_id = _upload(client, alice, "ppo-prompts.json", PROMPTS * 2, "prompt")
-    ppo = client.post(
-        "/api/jobs",
-        headers=alice.headers,
-        json={
-            "base_model": tiny_model,
-            "dataset_id": prompts_id,
-            "method": "ppo",
-            "adapter": "lora",
-            "hyperparameters": {
-                "reward_checkpoint_id": reward_checkpoint["id"],
-                "max_steps": 2,
-                "logging_steps": 1,
-                "per_device_train_batch_size": 2,
-                "max_completion_length": 8,
-                "num_ppo_epochs": 1,
-            },
+    """An SFT policy answers GOOD or BAD about equally often; a reward run learns GOOD > BAD;
+    PPO from the SFT checkpoint shifts the policy to GOOD, so the score of its answers rises."""
+    fixed = {"lr_scheduler_type": "constant", "warmup_steps": 0, "seed": 3, "logging_steps": 1}
+    both = [{"instruction": p["instruction"], "output": a} for p in PROMPTS for a in (GOOD, BAD)]
+    sft = _finished(
+        client,
+        alice,
+        base_model=tiny_model,
+        dataset_id=upload_rows(client, alice, "sft", both * 2),
+        adapter="full",
+        hyperparameters={
+            **fixed,
+            "max_steps": 30,
+            "per_device_train_batch_size": 8,
+            "learning_rate": 1e-2,
+            "max_length": 64,
         },
     )
-    assert ppo.status_code == 201, ppo.text
-    job = wait_for_job(client, alice, ppo.json()["id"], timeout=900)
-    assert job["status"] == "succeeded", job["error"]
-    metrics = _metrics(client, alice, job["id"])
-    assert _values(metrics, "objective/scores") and _values(metrics, "objective/kl")
-    checkpoints = client.get(f"/api/jobs/{job['id']}/checkpoints", headers=alice.headers).json()
-    assert checkpoints[-1]["is_final"]
+    pairs = [{"instruction": p["instruction"], "chosen": GOOD, "rejected": BAD} for p in PROMPTS]
+    reward = _finished(
+        client,
+        alice,
+        base_model=tiny_model,
+        dataset_id=upload_rows(client, alice, "preference", pairs * 2),
+        method="reward",
+        adapter="full",
+        hyperparameters={
+            **fixed,
+            "max_steps": 10,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1e-3,
+            "max_length": 64,
+        },
+    )
+    margins = metric_values(metrics(client, alice, reward["id"]), "margin")
+    assert margins[-1] > 1, margins
+
+    ppo = _finished(
+        client,
+        alice,
+        base_model=tiny_model,
+        parent_checkpoint_id=_final_checkpoint(client, alice, sft),
+        dataset_id=upload_rows(client, alice, "prompt", PROMPTS * 2),
+        method="ppo",
+        adapter="full",
+        hyperparameters={
+            **fixed,
+            "reward_checkpoint_id": _final_checkpoint(client, alice, reward),
+            "max_steps": PPO_STEPS,
+            "per_device_train_batch_size": 8,
+            "max_completion_length": 8,
+            "num_ppo_epochs": 2,
+            "temperature": 0.7,
+            "learning_rate": 2e-3,
+            "kl_coef": 0.01,
+        },
+    )
+    logged = metrics(client, alice, ppo["id"])
+    scores = metric_values(logged, "objective/scores")
+    assert len(scores) == PPO_STEPS and metric_values(logged, "objective/kl")
+    # A policy fully moved to GOOD would gain half the reward margin (it starts about half way);
+    # measured here: the mean score of the last three steps beats the first three by ~a quarter.
+    assert mean(scores[-3:]) > mean(scores[:3]) + margins[-1] / 5, scores
+    _final_checkpoint(client, alice, ppo)
 
 
 def test_a_reward_checkpoint_must_come_from_a_reward_run(
     client, alice: Account, worker: Path, tiny_model: str
 ) -> None:
-    sft_id = _upload(client, alice, "sft.json", PROMPTS, "sft")
+    sft_id = upload_rows(client, alice, "sft", PROMPTS)
     sft = client.post(
         "/api/jobs",
         headers=alice.headers,
@@ -143,8 +156,8 @@ def test_a_reward_checkpoint_must_come_from_a_reward_run(
         },
     ).json()
     assert wait_for_job(client, alice, sft["id"])["status"] == "succeeded"
-    checkpoint = client.get(f"/api/jobs/{sft['id']}/checkpoints", headers=alice.headers).json()[-1]
-    prompts_id = _upload(client, alice, "p.json", PROMPTS, "prompt")
+    checkpoint = checkpoints(client, alice, sft["id"])[-1]
+    prompts_id = upload_rows(client, alice, "prompt", PROMPTS)
     refused = client.post(
         "/api/jobs",
         headers=alice.headers,

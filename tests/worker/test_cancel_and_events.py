@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,45 +10,15 @@ import httpx
 import pytest
 
 from tests.conftest import Account, wait_for_job
+from tests.support.jobs import wait_for
+from tests.support.runs import submit_run, upload_counting
 
 pytestmark = pytest.mark.worker
-
-ROWS = "\n".join(
-    json.dumps({"instruction": f"Count to {i}.", "output": " ".join(map(str, range(1, i + 2)))})
-    for i in range(40)
-).encode()
 
 
 @pytest.fixture(scope="module")
 def dataset_id(client, alice: Account) -> int:
-    response = client.post(
-        "/api/datasets", headers=alice.headers, files={"file": ("count.jsonl", ROWS)}
-    )
-    return response.json()["id"]
-
-
-def _submit(client, alice: Account, model: str, dataset_id: int, max_steps: int) -> dict:
-    body = {
-        "base_model": model,
-        "dataset_id": dataset_id,
-        "hyperparameters": {
-            "max_steps": max_steps,
-            "logging_steps": 1,
-            "save_steps": 100_000,
-            "per_device_train_batch_size": 2,
-            "max_length": 64,
-        },
-    }
-    response = client.post("/api/jobs", headers=alice.headers, json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def _wait_until(predicate, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.3)
+    return upload_counting(client, alice)
 
 
 def _sse_events(
@@ -84,15 +53,15 @@ def test_cancel_queued_and_running_jobs_and_the_worker_is_freed(
     dataset_id: int,
     live_server: str,
 ) -> None:
-    running = _submit(client, alice, tiny_model, dataset_id, max_steps=100_000)
-    queued = _submit(client, alice, tiny_model, dataset_id, max_steps=5)
+    running = submit_run(client, alice, tiny_model, dataset_id, max_steps=100_000)
+    queued = submit_run(client, alice, tiny_model, dataset_id, max_steps=5)
 
     def has_metrics() -> bool:
         return (
             len(client.get(f"/api/jobs/{running['id']}/metrics", headers=alice.headers).json()) >= 3
         )
 
-    _wait_until(has_metrics)
+    wait_for(has_metrics, 180, "the running job's first metrics", interval=0.3)
 
     # The live stream while running: metric events carry the metric id; resuming skips seen ones.
     url = f"{live_server}/api/jobs/{running['id']}/events"
@@ -128,7 +97,7 @@ def test_cancel_queued_and_running_jobs_and_the_worker_is_freed(
     assert (
         client.post(f"/api/jobs/{running['id']}/cancel", headers=alice.headers).status_code == 409
     )
-    after = _submit(client, alice, tiny_model, dataset_id, max_steps=3)
+    after = submit_run(client, alice, tiny_model, dataset_id, max_steps=3)
     assert wait_for_job(client, alice, after["id"])["status"] == "succeeded"
     assert wait_for_job(client, alice, queued["id"])["started_at"] is None
 

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.access import NotFound, get_owned, get_owned_checkpoint
+from app.data.rows import RowWriter
 from app.data.rowtext import as_messages
-from app.data.versions import content_hash
 from app.models import (
     ArenaPair,
     BaseModel,
@@ -295,14 +295,14 @@ def votes_to_dataset(session: Session, user: User, comparison: Comparison) -> Da
         num_rows=len(rows),
         detection=f"preference pairs from the blind votes of comparison {comparison.id}",
         operation={"op": "arena_votes", "comparison_id": comparison.id, "rows": len(rows)},
-        content_hash=content_hash(rows),
     )
     session.add(dataset)
     session.flush()
-    session.execute(
-        DatasetRow.__table__.insert(),
-        [{"dataset_id": dataset.id, "index": i, "data": row} for i, row in enumerate(rows)],
-    )
+    writer = RowWriter(session, dataset.id)
+    writer.add_all(rows)
+    writer.flush()
+    dataset.content_hash = writer.hexdigest()
+    session.flush()
     return dataset
 
 

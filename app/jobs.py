@@ -15,10 +15,11 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app import chaining
+from app import chaining, states
 from app.access import NotFound, get_owned, get_owned_checkpoint
 from app.architecture import check_against_model
 from app.chat import library as chat_library
+from app.methods import get_method, is_reward_model
 from app.models import (
     TERMINAL_STATUSES,
     BaseModel,
@@ -33,7 +34,7 @@ from app.models import (
     utcnow,
 )
 from app.settings import get_settings
-from app.spec import METHOD_DATASET_KINDS, SPEC_VERSION, SpecConflicts, TrainingSpec
+from app.spec import SPEC_VERSION, SpecConflicts, TrainingSpec
 
 
 class JobRequestError(Exception):
@@ -198,17 +199,17 @@ def pinned_template(
 
 
 def _dataset_kind_errors(method: str, datasets: dict[str, Dataset]) -> list[dict[str, Any]]:
-    """Each method trains on one kind of rows (``METHOD_DATASET_KINDS``)."""
-    kinds = METHOD_DATASET_KINDS[method]
+    """Each method trains on one kind of rows (the method table's ``dataset_kind``)."""
+    kind = get_method(method).dataset_kind
     return [
         {
             "loc": [field],
-            "msg": f"{method} trains on {' or '.join(kinds)} datasets; dataset {dataset.id} "
-            f"holds {dataset.kind} rows: upload it as {kinds[0]} or choose another method",
+            "msg": f"{method} trains on {kind} datasets; dataset {dataset.id} "
+            f"holds {dataset.kind} rows: upload it as {kind} or choose another method",
             "type": "wrong_kind",
         }
         for field, dataset in datasets.items()
-        if dataset.kind not in kinds
+        if dataset.kind != kind
     ]
 
 
@@ -229,7 +230,7 @@ def _reward_errors(
                     "type": "not_found",
                 }
             ]
-        if checkpoint.job.method != "reward":
+        if not is_reward_model(checkpoint.job.method):
             method = checkpoint.job.method
             msg = f"checkpoint {checkpoint.id} is from a {method} run, not a reward model"
             return [{"loc": loc, "msg": msg, "type": "wrong_kind"}]
@@ -260,21 +261,9 @@ def transition(
     attempt: int | None = None,
     **values: Any,
 ) -> bool:
-    """Move a job to ``to`` if it is still in one of ``from_`` (and at ``attempt``)."""
-    if "attempt_" in values:
-        values["attempt"] = values.pop("attempt_")
-    if to == JobStatus.running:
-        values.setdefault("started_at", utcnow())
-    if to in TERMINAL_STATUSES:
-        values.setdefault("finished_at", utcnow())
-    stmt = update(Job).where(Job.id == job_id, Job.status.in_(list(from_)))
-    if attempt is not None:
-        stmt = stmt.where(Job.attempt == attempt)
-    result = session.execute(
-        stmt.values(status=to, **values).execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return result.rowcount == 1
+    """Move a job to ``to`` if it is still in one of ``from_`` (and at ``attempt``): the job's
+    name for ``states.move``. ``attempt_`` sets a new attempt number. The caller commits."""
+    return states.move(session, Job, job_id, to=to, from_=from_, attempt=attempt, **values)
 
 
 def request_cancel(session: Session, job: Job) -> Job:
@@ -282,8 +271,10 @@ def request_cancel(session: Session, job: Job) -> Job:
     if job.status in TERMINAL_STATUSES:
         raise JobAlreadyEnded(f"job {job.id} has already {job.status.value}")
     session.execute(update(Job).where(Job.id == job.id).values(cancel_requested=True))
-    session.commit()
     transition(session, job.id, to=JobStatus.cancelled, from_=[JobStatus.queued])
+    # Committed here, not by the request: the caller answers at once, and the worker polling the
+    # flag (and a client reading the job right after) must already see the cancel.
+    session.commit()
     session.refresh(job)
     return job
 
@@ -293,8 +284,8 @@ def resume_job(session: Session, job: Job, jobs_dir: Path) -> Job:
 
     A new attempt (attempt + 1, as when the reaper requeues a lost worker's job): the same
     conditional transition, so of two concurrent resumes only one wins. Metrics the stopped run
-    logged after that checkpoint are dropped: the resumed run logs those steps again. The caller
-    commits nothing more and enqueues the job."""
+    logged after that checkpoint are dropped: the resumed run logs those steps again. The move
+    is committed on return; the caller enqueues the job."""
     if refusal := chaining.resume_refusal(session, job, jobs_dir):
         raise ResumeRefused(refusal)
     checkpoint = chaining.resumable_checkpoint(session, job, jobs_dir)
@@ -317,6 +308,9 @@ def resume_job(session: Session, job: Job, jobs_dir: Path) -> Job:
         session.refresh(job)
         raise ResumeRefused(f"job {job.id} changed meanwhile: it is {job.status.value}")
     _rewind(session, job.id, checkpoint)
+    # Committed here, not by the request: the caller enqueues the job next, and the worker
+    # that takes it must find it queued.
+    session.commit()
     session.refresh(job)
     return job
 
@@ -337,7 +331,6 @@ def _rewind(session: Session, job_id: int, checkpoint: Checkpoint | None) -> Non
                 details={"checkpoint_id": checkpoint.id},
             )
         )
-    session.commit()
 
 
 def cancel_requested(session: Session, job_id: int) -> bool:
@@ -349,7 +342,8 @@ MAX_ATTEMPTS = 3
 
 def reap_stale_jobs(session: Session, stale_after: timedelta) -> dict[int, JobStatus]:
     """Running jobs whose worker stopped heartbeating: requeue them (attempt + 1), or fail them
-    once MAX_ATTEMPTS is reached. Returns {job_id: new status}; the caller enqueues requeued ids.
+    once MAX_ATTEMPTS is reached. Returns {job_id: new status}; the caller commits, then
+    enqueues the requeued ids.
     """
     cutoff = utcnow() - stale_after
     stale = session.execute(

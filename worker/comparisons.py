@@ -10,25 +10,26 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.db import session_scope
-from app.models import Comparison, Generation, JobStatus, utcnow
+from app.models import Comparison, Generation, JobStatus
+from app.states import ACTIVE, move
 from worker.inference import Decoding, generate, loaded, model_source
 
 WRITE_EVERY_SECONDS = 0.25
 
 
-def _set(generation_id: int, **values: object) -> None:
+def _move(
+    generation_id: int, to: JobStatus | None, from_: JobStatus | Iterable[JobStatus], **values: Any
+) -> bool:
+    """A guarded write (``app.states.move``): a generation that ended meanwhile stays ended."""
     with session_scope() as session:
-        session.execute(
-            update(Generation)
-            .where(Generation.id == generation_id)
-            .values(updated_at=utcnow(), **values)
-        )
+        return move(session, Generation, generation_id, to=to, from_=from_, **values)
 
 
 def _throttled_writer(generation_id: int) -> Callable[[str], None]:
@@ -39,19 +40,23 @@ def _throttled_writer(generation_id: int) -> Callable[[str], None]:
         now = time.monotonic()
         if now - last >= WRITE_EVERY_SECONDS:
             last = now
-            _set(generation_id, text=text)
+            _move(generation_id, None, JobStatus.running, text=text)
 
     return write
 
 
 def answer(model: object, generation_id: int, messages: list, decoding: Decoding) -> None:
-    _set(generation_id, status=JobStatus.running)
+    """Answer one generation: a comparison's cell is queued, a playground turn already running
+    (its task took it); one that has ended meanwhile is left alone."""
+    if not _move(generation_id, JobStatus.running, ACTIVE):
+        return
     try:
         text, stopped = generate(model, messages, decoding, _throttled_writer(generation_id))  # type: ignore[arg-type]
     except Exception as exc:
-        _set(generation_id, status=JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        _move(generation_id, JobStatus.failed, JobStatus.running, error=error)
         raise
-    _set(generation_id, status=JobStatus.succeeded, text=text, stopped=stopped)
+    _move(generation_id, JobStatus.succeeded, JobStatus.running, text=text, stopped=stopped)
 
 
 def run_comparison(comparison_id: int) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import socket
 
-from sqlalchemy import update
-
 from app.db import session_scope
 from app.jobs import cancel_requested, transition
 from app.models import Comparison, Export, ExportStatus, Generation, Job, JobStatus, utcnow
 from app.settings import get_settings
+from app.states import ACTIVE, move, move_where
 from worker.celery_app import celery
 from worker.evaluation.supervise import supervise_evaluation
 from worker.supervise import run_child, run_unattended
@@ -60,34 +59,28 @@ def run_job(job_id: int) -> str:
 @celery.task(name="worker.tasks.run_export")
 def run_export(export_id: int) -> str:
     with session_scope() as session:
-        moved = session.execute(
-            update(Export)
-            .where(Export.id == export_id, Export.status == ExportStatus.queued)
-            .values(status=ExportStatus.running)
-        ).rowcount
-        if not moved:
+        if not move(session, Export, export_id, to=ExportStatus.running, from_=ExportStatus.queued):
             return "skipped"
     export_dir = get_settings().exports_dir / str(export_id)
     result = run_unattended("worker.training.export", [str(export_id)], export_dir, "export.log")
+    status = ExportStatus.failed if result.failure else ExportStatus.succeeded
     with session_scope() as session:
-        session.execute(
-            update(Export)
-            .where(Export.id == export_id)
-            .values(
-                status=ExportStatus.failed if result.failure else ExportStatus.succeeded,
-                error=result.failure,
-                finished_at=utcnow(),
-            )
+        move(
+            session, Export, export_id, to=status, from_=ExportStatus.running, error=result.failure
         )
     return "done"
 
 
 def _heartbeat(job_id: int, attempt: int) -> None:
     with session_scope() as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.attempt == attempt)
-            .values(heartbeat_at=utcnow())
+        move(
+            session,
+            Job,
+            job_id,
+            to=None,
+            from_=JobStatus.running,
+            attempt=attempt,
+            heartbeat_at=utcnow(),
         )
 
 
@@ -105,19 +98,16 @@ def _run_generation_process(kind: str, ident: int) -> str:
     with session_scope() as session:
         if kind == "comparison":
             status = JobStatus.failed if failed else JobStatus.succeeded
-            session.execute(
-                update(Comparison)
-                .where(Comparison.id == ident)
-                .values(status=status, error=error, finished_at=utcnow())
-            )
+            move(session, Comparison, ident, to=status, from_=JobStatus.running, error=error)
         # a generation the process never finished (it crashed first) fails with the reason
-        unfinished = (
-            Generation.comparison_id == ident if kind == "comparison" else Generation.id == ident
-        )
-        session.execute(
-            update(Generation)
-            .where(unfinished, Generation.status.in_([JobStatus.queued, JobStatus.running]))
-            .values(status=JobStatus.failed, error=error or "not generated", updated_at=utcnow())
+        mine = Generation.comparison_id == ident if kind == "comparison" else Generation.id == ident
+        move_where(
+            session,
+            Generation,
+            mine,
+            to=JobStatus.failed,
+            from_=ACTIVE,
+            error=error or "not generated",
         )
     return "failed" if failed else "succeeded"
 
@@ -125,17 +115,20 @@ def _run_generation_process(kind: str, ident: int) -> str:
 @celery.task(name="worker.tasks.run_comparison")
 def run_comparison(comparison_id: int) -> str:
     with session_scope() as session:
-        moved = session.execute(
-            update(Comparison)
-            .where(Comparison.id == comparison_id, Comparison.status == JobStatus.queued)
-            .values(status=JobStatus.running)
-        ).rowcount
+        moved = move(
+            session, Comparison, comparison_id, to=JobStatus.running, from_=JobStatus.queued
+        )
     return _run_generation_process("comparison", comparison_id) if moved else "skipped"
 
 
 @celery.task(name="worker.tasks.run_generation")
 def run_generation(generation_id: int) -> str:
-    return _run_generation_process("generation", generation_id)
+    """A playground turn: taken once (queued -> running here), like a comparison."""
+    with session_scope() as session:
+        moved = move(
+            session, Generation, generation_id, to=JobStatus.running, from_=JobStatus.queued
+        )
+    return _run_generation_process("generation", generation_id) if moved else "skipped"
 
 
 @celery.task(name="worker.tasks.run_evaluation")

@@ -8,7 +8,6 @@ size; errors keep the first 100 and count the rest.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Iterable
 from contextlib import closing
@@ -16,19 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from app.data.canonical import canonical_json
 from app.data.detection import Plan, check_choices, make_plan
 from app.data.errors import ImportRefused, Problem, RowError
 from app.data.mapping import Mapping, parse_mapping
 from app.data.reading import FileInfo, file_type, is_gzip, iter_records
 from app.data.records import Record
+from app.data.rows import RowWriter
 from app.data.uploads import stored_upload
-from app.models import Dataset, DatasetRow, User
+from app.models import Dataset, User
 
-BATCH_ROWS = 2000
 MAX_LISTED_ERRORS = 100
 
 
@@ -58,48 +55,6 @@ class ImportResult:
     dataset: Dataset
     skipped: int
     skipped_errors: list[RowError]
-
-
-class RowWriter:
-    """Inserts canonical rows in batches and hashes them in order.
-
-    Each row is serialised once, as its canonical JSON (sorted keys, UTF-8 kept): the same text
-    feeds the content hash and is stored as is, through a plain executemany.
-    """
-
-    def __init__(self, session: Session, dataset_id: int) -> None:
-        self.session = session
-        self.dataset_id = dataset_id
-        self.count = 0
-        self._sha = hashlib.sha256()
-        self._batch: list[tuple[int, int, str]] = []
-        self._sql = _insert_sql(session.get_bind().dialect)
-
-    def add(self, row: dict[str, Any]) -> None:
-        text = canonical_json(row)
-        self._sha.update(text.encode())
-        self._sha.update(b"\n")
-        self._batch.append((self.dataset_id, self.count, text))
-        self.count += 1
-        if len(self._batch) >= BATCH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._batch:
-            self.session.connection().exec_driver_sql(self._sql, self._batch)
-            self._batch = []
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()
-
-
-def _insert_sql(dialect: Dialect) -> str:
-    quote = dialect.identifier_preparer.quote
-    table = dialect.identifier_preparer.format_table(DatasetRow.__table__)
-    columns = ", ".join(quote(name) for name in ("dataset_id", "index", "data"))
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    data = f"{mark}::json" if dialect.name == "postgresql" else mark
-    return f"INSERT INTO {table} ({columns}) VALUES ({mark}, {mark}, {data})"
 
 
 def import_dataset(

@@ -1,4 +1,4 @@
-"""Immutable dataset versions: rows streamed in batches, content hashes, lineage.
+"""Immutable dataset versions: rows streamed in batches (``app.data.rows``), lineage.
 
 A governance operation never edits a dataset: it writes a new one whose ``parent_id`` names
 the source and whose ``operation`` records what was done, with its own rows and content hash.
@@ -6,42 +6,18 @@ the source and whose ``operation`` records what was done, with its own rows and 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.data.rows import RowWriter, content_hash
+from app.data.rows import row_bytes as row_bytes  # its old home, still imported from here
 from app.models import Dataset, DatasetRow
 
 BATCH_ROWS = 1000
 MAX_ANCESTORS = 100
-
-
-def row_bytes(row: dict[str, Any]) -> bytes:
-    return (json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n").encode()
-
-
-class RowHasher:
-    """sha256 over each row's sorted-key JSON plus a newline, in row order."""
-
-    def __init__(self) -> None:
-        self._sha = hashlib.sha256()
-
-    def update(self, row: dict[str, Any]) -> None:
-        self._sha.update(row_bytes(row))
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()
-
-
-def content_hash(rows: Iterable[dict[str, Any]]) -> str:
-    hasher = RowHasher()
-    for row in rows:
-        hasher.update(row)
-    return hasher.hexdigest()
 
 
 def iter_rows(
@@ -86,7 +62,7 @@ def rows_at(session: Session, dataset_id: int, indexes: Iterable[int]) -> dict[i
 
 
 class VersionWriter:
-    """Writes a new version's rows in batches as they come, hashing them on the way."""
+    """Writes a new version's rows in batches as they come (``RowWriter``), hashing them."""
 
     def __init__(self, session: Session, parent: Dataset, name: str, op: dict[str, Any]) -> None:
         self.session = session
@@ -105,26 +81,15 @@ class VersionWriter:
         )
         session.add(self.dataset)
         session.flush()
-        self._hasher = RowHasher()
-        self._pending: list[dict[str, Any]] = []
+        self._rows = RowWriter(session, self.dataset.id)
 
     def add(self, row: dict[str, Any]) -> None:
-        self._hasher.update(row)
-        self._pending.append(
-            {"dataset_id": self.dataset.id, "index": self.dataset.num_rows, "data": row}
-        )
+        self._rows.add(row)
         self.dataset.num_rows += 1
-        if len(self._pending) >= BATCH_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            self.session.execute(DatasetRow.__table__.insert(), self._pending)
-            self._pending = []
 
     def finish(self, **result: Any) -> Dataset:
-        self._flush()
-        self.dataset.content_hash = self._hasher.hexdigest()
+        self._rows.flush()
+        self.dataset.content_hash = self._rows.hexdigest()
         self.dataset.operation = {**(self.dataset.operation or {}), **result}
         self.session.flush()
         return self.dataset

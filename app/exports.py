@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.architecture import EstimateUnavailable, read_config
+from app.methods import is_reward_model
 from app.models import Checkpoint, Export, Job, User
 from app.spec import MERGEABLE_ADAPTERS
 
@@ -60,7 +61,7 @@ def _adapter_refusal(adapter: str) -> str | None:
 def _gguf_refusal(job_method: str, adapter: str, config: dict[str, Any] | None) -> str | None:
     if refusal := _merge_refusal(adapter):
         return f"GGUF holds plain weights, and {refusal}"
-    if job_method == "reward":
+    if is_reward_model(job_method):
         return (
             "a reward model ends in a score head, not a language-model head: GGUF runtimes "
             "generate text, so export the merged model instead"

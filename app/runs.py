@@ -20,18 +20,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import run_queue
 from app.access import owned
 from app.models import BaseModel, Job, JobEvent, JobStatus, Metric, User
 from app.queries import job_metrics
-from app.web.serialize import job_event_json, metric_json
-
-# The queue and the workers moved to app.run_queue; app/web still reads them here as runs.*.
-queue_entries = run_queue.queue_entries
-queue_position = run_queue.queue_position
-workers_from_database = run_queue.workers_from_database
-workers_from_celery = run_queue.workers_from_celery
-hide_others_jobs = run_queue.hide_others_jobs
+from app.serialize import job_event_json, metric_json
 
 # Columns every metric row has; other numeric keys come from the row's `values`.
 BASE_COLUMNS = ("id", "step", "epoch", "loss", "learning_rate", "grad_norm", "num_tokens")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.access import NotFound, get_owned, get_owned_checkpoint
 from app.evaluation.metrics import METRICS, MetricsError, Ranked, choose_metrics, rank
 from app.jobs import find_base_model
+from app.methods import is_reward_model
 from app.models import BaseModel, Checkpoint, Dataset, DatasetRow, Evaluation, Job, JobStatus, User
 
 # How much of a dataset one evaluation reads (the first rows, in order); the worker uses these.
@@ -43,7 +44,7 @@ class Target:
 
     @property
     def is_reward_model(self) -> bool:
-        return self.checkpoint is not None and self.checkpoint.job.method == "reward"
+        return self.checkpoint is not None and is_reward_model(self.checkpoint.job.method)
 
 
 def _target(

@@ -15,8 +15,8 @@ from app.access import get_owned, get_owned_checkpoint
 from app.exports import ExportRequestError, create_export, download_filename
 from app.models import Export, ExportStatus, Job
 from app.queries import job_checkpoints
+from app.serialize import checkpoint_json, export_json
 from app.web.deps import CurrentUser, PageUser, SessionDep, SettingsDep
-from app.web.serialize import checkpoint_json, export_json
 
 api = APIRouter(prefix="/api", tags=["checkpoints and exports"])
 pages = APIRouter(include_in_schema=False)

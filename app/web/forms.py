@@ -9,10 +9,10 @@ from typing import Any, Literal, get_args, get_origin
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic.fields import FieldInfo
 
+from app.methods import METHODS
 from app.spec import (
     ADAPTERS,
     HYPERPARAMETER_FIELDS,
-    METHODS,
     TrainingSpec,
     field_adapters,
     field_applies,
@@ -20,18 +20,6 @@ from app.spec import (
     field_groups,
     field_methods,
 )
-
-METHOD_LABELS = {
-    "sft": "SFT (supervised fine-tuning)",
-    "pretrain": "Continual pretraining (raw text)",
-    "dpo": "DPO (direct preference optimisation)",
-    "kto": "KTO (answers labelled good / bad)",
-    "orpo": "ORPO (odds-ratio preference, no reference model)",
-    "simpo": "SimPO (CPO with the SimPO loss)",
-    "reward": "Reward model (scores preference pairs)",
-    "ppo": "PPO (RLHF with a reward model)",
-    "grpo": "GRPO (group-relative RL with rule rewards or a reward model)",
-}
 
 ADAPTER_LABELS = {
     "full": "Full fine-tuning (every weight)",
@@ -99,7 +87,7 @@ def adapter_choices() -> list[tuple[str, str]]:
 
 
 def method_choices() -> list[tuple[str, str]]:
-    return [(method, METHOD_LABELS.get(method, method)) for method in METHODS]
+    return [(method.name, method.label) for method in METHODS.values()]
 
 
 def applicable_fields(values: dict[str, Any]) -> set[str]:
@@ -150,7 +138,14 @@ def human_count(n: int | None) -> str:
     return f"{n:,}"
 
 
-BREAKDOWN_PARTS = ("weights", "gradients", "optimizer", "activations", "overhead")
+BREAKDOWN_PARTS = (
+    "weights",
+    "reference_model",
+    "gradients",
+    "optimizer",
+    "activations",
+    "overhead",
+)
 
 
 def estimate_display(result: dict[str, Any]) -> dict[str, Any]:
@@ -162,9 +157,11 @@ def estimate_display(result: dict[str, Any]) -> dict[str, Any]:
         "total": human_count(result.get("total_parameters")),
         "share": f"{share * 100:.4g} %" if share is not None else "",
         "memory": human_bytes(result.get("memory_bytes")),
-        "breakdown": [(part, human_bytes(breakdown[part])) for part in BREAKDOWN_PARTS]
-        if breakdown
-        else [],
+        "breakdown": [
+            (part.replace("_", " "), human_bytes(breakdown[part]))
+            for part in BREAKDOWN_PARTS
+            if part in breakdown and (breakdown[part] or part != "reference_model")
+        ],
         "weight_dtype": breakdown.get("weight_dtype"),
         "sequence_length": breakdown.get("sequence_length"),
         "tokens": human_count(result.get("tokens_per_epoch")),

@@ -26,7 +26,7 @@ from app.db import get_sessionmaker
 from app.models import Job, JobEvent, Metric
 from app.queries import job_events, job_metrics
 from app.runs import metric_point
-from app.web.serialize import job_event_json, job_json
+from app.serialize import job_event_json, job_json
 
 log = logging.getLogger(__name__)
 

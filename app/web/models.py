@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from app.base_models import ModelDirError, register_model
 from app.models import BaseModel
+from app.serialize import model_json
 from app.web.deps import AdminUser, CurrentUser, PageUser, SessionDep
 from app.web.rendering import render
-from app.web.serialize import model_json
 
 api = APIRouter(prefix="/api", tags=["models"])
 pages = APIRouter(include_in_schema=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app import broker, runs
+from app import broker, run_queue
 from app.queries import queued_jobs
 from app.web.deps import CurrentUser, SessionDep, SettingsDep
 
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api", tags=["workers"])
 @router.get("/queue")
 def get_queue(session: SessionDep, user: CurrentUser) -> dict:
     """Queued jobs in the order workers take them; yours with their position in the queue."""
-    entries = runs.queue_entries(session, user)
+    entries = run_queue.queue_entries(session, user)
     return {"total_queued": len(queued_jobs(session)), "jobs": entries}
 
 
@@ -24,9 +24,9 @@ def get_workers(session: SessionDep, settings: SettingsDep, user: CurrentUser) -
     embedded filesystem broker has none, so the database's record of jobs answers instead."""
     source, found = "celery", None
     if not settings.is_embedded_broker:
-        found = runs.workers_from_celery(broker.get_celery())
+        found = run_queue.workers_from_celery(broker.get_celery())
     if found is None:
         source = "database"
-        found = runs.workers_from_database(session, settings.heartbeat_seconds * 12)
-    runs.hide_others_jobs(session, user, found)
+        found = run_queue.workers_from_database(session, settings.heartbeat_seconds * 12)
+    run_queue.hide_others_jobs(session, user, found)
     return {"source": source, "workers": found}

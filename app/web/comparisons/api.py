@@ -19,10 +19,10 @@ from app import comparisons as cmp
 from app.access import get_owned
 from app.db import get_sessionmaker
 from app.models import Comparison, Generation
+from app.serialize import dataset_json
 from app.web.comparisons.views import comparison_json, generation_json
 from app.web.deps import CurrentUser, SessionDep
 from app.web.errors import unprocessable
-from app.web.serialize import dataset_json
 
 router = APIRouter(prefix="/api", tags=["comparisons"])
 POLL_SECONDS = 0.3

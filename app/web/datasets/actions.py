@@ -14,7 +14,7 @@ from app.data import contamination as contam
 from app.data import governance as gov
 from app.data.tokens import TokenizerUnavailable, find_model, load_counter
 from app.models import Dataset, User
-from app.web.serialize import dataset_json
+from app.serialize import dataset_json
 
 
 class DedupIn(Body):

@@ -17,6 +17,7 @@ from app.data.versions import ancestors, children, ensure_content_hash, iter_row
 from app.db import get_sessionmaker
 from app.models import Dataset
 from app.queries import list_datasets
+from app.serialize import dataset_json
 from app.web.datasets.actions import (
     ContaminationIn,
     DedupIn,
@@ -31,7 +32,6 @@ from app.web.datasets.actions import (
 )
 from app.web.deps import CurrentUser, SessionDep, SettingsDep
 from app.web.errors import import_refused, unprocessable
-from app.web.serialize import dataset_json
 from app.web.uploads import import_upload
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])

@@ -23,11 +23,11 @@ from app.jobs import (
 from app.models import Job
 from app.presets import PRESETS
 from app.queries import job_events, job_metrics, list_jobs
+from app.serialize import job_event_json, job_json, metric_json
 from app.web.deps import CurrentUser, SessionDep, SettingsDep
 from app.web.errors import invalid_fields
 from app.web.events import job_event_stream, job_log_stream
 from app.web.jobs.schemas import JobIn
-from app.web.serialize import job_event_json, job_json, metric_json
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 

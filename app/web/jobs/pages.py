@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import broker, runs
+from app import broker, run_queue, runs
 from app.access import NotFound, get_owned, get_owned_checkpoint, owned
 from app.chaining import chaining_context, next_stage_values
 from app.chat import library as chat_library
@@ -39,6 +39,7 @@ from app.queries import (
     list_datasets,
     list_jobs,
 )
+from app.serialize import job_event_json, job_json
 from app.web.datasets.pages import ROWS_PER_PAGE
 from app.web.deps import FormValues, PageUser, SessionDep, SettingsDep
 from app.web.forms import (
@@ -51,7 +52,6 @@ from app.web.forms import (
     spec_defaults,
 )
 from app.web.rendering import render
-from app.web.serialize import job_event_json, job_json
 
 router = APIRouter(include_in_schema=False)
 
@@ -244,7 +244,7 @@ def job_page(
         "job_events": [job_event_json(e) for e in events],
         "rows_per_page": ROWS_PER_PAGE,  # a row's page on its dataset's page
         "trainer_config": runs.trainer_config(settings.jobs_dir, job),
-        "queue_position": runs.queue_position(session, job),
+        "queue_position": run_queue.queue_position(session, job),
         "log_tail": runs.screen_text(log_text),
         "log_offset": log_offset,
         "checkpoints": checkpoints,

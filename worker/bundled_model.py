@@ -123,8 +123,10 @@ def _convert_gguf(gguf_path: pathlib.Path, out_dir: pathlib.Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from worker.checkpoints import load_gguf
+
     src_dir, gguf_file = gguf_path.parent, gguf_path.name
-    gguf_model = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_file)
+    gguf_model = load_gguf(gguf_path)
     tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf_file)
     if not tokenizer.chat_template:
         raise RuntimeError(f"{gguf_file} carries no chat template")

@@ -7,11 +7,8 @@ times a second), so pages streaming from the database show it growing.
 
 from __future__ import annotations
 
-import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -19,6 +16,7 @@ from sqlalchemy import select
 from app.db import session_scope
 from app.models import Comparison, Generation, JobStatus
 from app.states import ACTIVE, move
+from worker.child import run_child_main
 from worker.inference import Decoding, generate, loaded, model_source
 
 WRITE_EVERY_SECONDS = 0.25
@@ -92,13 +90,7 @@ RUNNERS = {"comparison": run_comparison, "generation": run_generation}
 
 
 def main() -> None:
-    kind, ident, error_file = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
-    try:
-        RUNNERS[kind](ident)
-    except Exception as exc:
-        error_file.write_text(f"{type(exc).__name__}: {exc}")
-        traceback.print_exc()
-        sys.exit(1)
+    run_child_main(lambda kind, ident: RUNNERS[kind](int(ident)))
 
 
 if __name__ == "__main__":

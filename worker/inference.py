@@ -6,8 +6,6 @@ A model is named by a key: ``base:<base model id>`` or ``checkpoint:<checkpoint 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 from sqlalchemy.orm import Session
-from transformers import AutoModelForCausalLM
 from transformers.generation.streamers import BaseStreamer
 
 from app.chat import library
@@ -26,10 +22,9 @@ from app.chat.rows import RowEncoder
 from app.chat.tokenizer import load_model_tokenizer
 from app.models import BaseModel, Checkpoint
 from app.settings import get_settings
-from worker.training.chaining import lineage_dirs, materialize_start
+from worker.checkpoints import Stage, opened
+from worker.training.chaining import lineage_stages
 from worker.training.stop_check import stop_ids
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 class UnknownModel(ValueError):
@@ -43,7 +38,7 @@ class ModelSource:
     key: str
     label: str
     base_path: Path
-    chain: list[Path]  # checkpoints folded in before ``adapter_dir`` (chained runs)
+    chain: list[Stage]  # checkpoints folded in before ``checkpoint_dir`` (chained runs)
     checkpoint_dir: Path | None
     chat_template: str | None
 
@@ -61,7 +56,7 @@ def model_source(session: Session, key: str) -> ModelSource:
             key,
             label,
             Path(job.base_model.path),
-            lineage_dirs(session, job, jobs_dir),
+            lineage_stages(session, job, jobs_dir),
             jobs_dir / ckpt.path,
             job.chat_template,
         )
@@ -80,33 +75,26 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
-def _device_and_dtype() -> tuple[str, torch.dtype]:
-    if torch.cuda.is_available():
-        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return "cpu", torch.float32
+def _encoder(source: ModelSource) -> RowEncoder:
+    tokens = load_model_tokenizer(source.base_path)
+    return RowEncoder(ChatFormat(source.chat_template, tokens.special_tokens), tokens)
 
 
 @contextmanager
 def loaded(source: ModelSource) -> Iterator[LoadedModel]:
     """The model ready to generate, on the GPU when there is one; temporary merges cleaned up."""
-    device, dtype = _device_and_dtype()
-    with tempfile.TemporaryDirectory(prefix="ftstudio-start-") as tmp:
-        start = materialize_start(source.base_path, source.chain, Path(tmp) / "start", dtype=dtype)
-        checkpoint = source.checkpoint_dir
-        is_adapter = checkpoint is not None and (checkpoint / ADAPTER_CONFIG).is_file()
-        weights = start if checkpoint is None or is_adapter else checkpoint
-        model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
-        if is_adapter:  # any peft adapter, prompt learning too: no merge needed to generate
-            model = PeftModel.from_pretrained(model, checkpoint)
-        model.to(device).eval()
-        tokens = load_model_tokenizer(source.base_path)
-        encoder = RowEncoder(ChatFormat(source.chat_template, tokens.special_tokens), tokens)
+    with opened(source.base_path, source.chain, source.checkpoint_dir) as model:
+        encoder = _encoder(source)
         _, ends = stop_ids(encoder)
-        try:
-            yield LoadedModel(source, model, encoder, ends)
-        finally:
-            del model
-            shutil.rmtree(Path(tmp) / "start", ignore_errors=True)
+        yield LoadedModel(source, model, encoder, ends)
+
+
+@contextmanager
+def loaded_scorer(source: ModelSource) -> Iterator[LoadedModel]:
+    """A reward-model checkpoint with its score head, on the GPU when there is one."""
+    assert source.checkpoint_dir is not None, "a base model has no score head"
+    with opened(source.base_path, source.chain, source.checkpoint_dir, scores=True) as model:
+        yield LoadedModel(source, model, _encoder(source), [])
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def run_export(export_id: int) -> str:
         if not move(session, Export, export_id, to=ExportStatus.running, from_=ExportStatus.queued):
             return "skipped"
     export_dir = get_settings().exports_dir / str(export_id)
-    result = run_unattended("worker.training.export", [str(export_id)], export_dir, "export.log")
+    result = run_unattended("worker.export", [str(export_id)], export_dir, "export.log")
     status = ExportStatus.failed if result.failure else ExportStatus.succeeded
     with session_scope() as session:
         move(

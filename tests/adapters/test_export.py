@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from app.spec import TrainingSpec
+from worker.export.merged import NotMergeable, export_model_dir
 from worker.training.adapters import peft_config
-from worker.training.export import NotMergeable, export_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.exports.support import LOCKED, PROMPT, adapter_checkpoint, next_token_logits, tiny_base
-from worker.training.export import export_model_dir
-from worker.training.gguf_export import (
+from worker.export.gguf import (
     LLAMA3_SPLIT,
     GgufUnsupported,
     check_architecture,
@@ -26,6 +25,7 @@ from worker.training.gguf_export import (
     vocab_entries,
     write_gguf,
 )
+from worker.export.merged import export_model_dir
 
 # Largest next-token logit error allowed, relative to the largest logit.
 TOLERANCE = {"f16": 3e-3, "q8_0": 4e-2}  # measured: about 8e-4 and 1.5e-2

@@ -11,50 +11,28 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from peft import PeftModel
-from transformers import AutoModelForSequenceClassification
 
-from app.chat.encoding import IGNORE_INDEX, ChatFormat, Encoding, PreferenceEncoding
-from app.chat.rows import RowEncoder
-from app.chat.tokenizer import load_model_tokenizer
+from app.chat.encoding import IGNORE_INDEX, Encoding, PreferenceEncoding
 from app.data.rowtext import as_messages
 from app.evaluation import text_metrics
-from worker.inference import (
-    ADAPTER_CONFIG,
-    Decoding,
-    LoadedModel,
-    ModelSource,
-    _device_and_dtype,
-    generate,
-)
-from worker.training.chaining import materialize_start
+from app.methods import PairScoring, get_method
+from worker.inference import Decoding, LoadedModel, generate
 from worker.training.stop_check import prompt_messages
 
 PROMPT_PREVIEW = 200
 
-# How a pair is scored: a DPO-family policy by its implicit reward against the run's starting
-# model; ORPO and SimPO (reference-free) by the length-normalised log-likelihood they reward; a
-# reward model by its score head; anything else by the answers' log-likelihood.
-PreferenceMode = Literal["implicit_reward", "normalised_likelihood", "score", "likelihood"]
-REFERENCE_METHODS = ("dpo", "kto")
-NORMALISED_METHODS = ("orpo", "simpo")
+PreferenceMode = PairScoring
 
 
 def preference_mode(method: str | None) -> PreferenceMode:
-    if method in REFERENCE_METHODS:
-        return "implicit_reward"
-    if method in NORMALISED_METHODS:
-        return "normalised_likelihood"
-    if method == "reward":
-        return "score"
-    return "likelihood"
+    """How a pair is scored with a model trained by ``method`` (its ``pair_scoring`` in the
+    method table); a base model (no method) by the answers' log-likelihood."""
+    return get_method(method).pair_scoring if method is not None else "likelihood"
 
 
 # Log-likelihood ------------------------------------------------------------------------------
@@ -250,29 +228,3 @@ def preference_metrics(
             "mean_rejected": sum(rejected) / len(rejected),
         },
     }
-
-
-# A reward model ------------------------------------------------------------------------------
-
-
-@contextmanager
-def loaded_scorer(source: ModelSource, work_dir: Path) -> Iterator[LoadedModel]:
-    """A reward-model checkpoint with its score head (``worker.inference.loaded`` gives causal
-    LMs), on the GPU when there is one."""
-    assert source.checkpoint_dir is not None, "a base model has no score head"
-    device, dtype = _device_and_dtype()
-    start = materialize_start(source.base_path, source.chain, work_dir / "start", dtype=dtype)
-    checkpoint = source.checkpoint_dir
-    is_adapter = (checkpoint / ADAPTER_CONFIG).is_file()
-    model = AutoModelForSequenceClassification.from_pretrained(
-        start if is_adapter else checkpoint, dtype=dtype, num_labels=1
-    )
-    if is_adapter:
-        model = PeftModel.from_pretrained(model, checkpoint)
-    model.to(device).eval()
-    tokens = load_model_tokenizer(source.base_path)
-    encoder = RowEncoder(ChatFormat(source.chat_template, tokens.special_tokens), tokens)
-    try:
-        yield LoadedModel(source, model, encoder, [])
-    finally:
-        del model

@@ -5,11 +5,7 @@ the status; this process reports failure through the error file and its exit cod
 from __future__ import annotations
 
 import dataclasses
-import sys
-import tempfile
-import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -32,8 +28,16 @@ from app.evaluation.service import (
 )
 from app.models import Checkpoint, Dataset, DatasetRow, Evaluation
 from app.spec import TrainingSpec
+from worker.child import run_child_main
 from worker.evaluation import measures
-from worker.inference import Decoding, LoadedModel, ModelSource, loaded, model_source
+from worker.inference import (
+    Decoding,
+    LoadedModel,
+    ModelSource,
+    loaded,
+    loaded_scorer,
+    model_source,
+)
 
 
 @dataclass(frozen=True)
@@ -136,10 +140,7 @@ def reference_scores(plan: Plan) -> measures.AnswerScores:
 
 
 def measure_reward_model(plan: Plan) -> dict[str, Any]:
-    with (
-        tempfile.TemporaryDirectory(prefix="ftstudio-eval-") as tmp,
-        measures.loaded_scorer(plan.source, Path(tmp)) as model,
-    ):
+    with loaded_scorer(plan.source) as model:
         pairs = encode_rows(plan.rows[:PREFERENCE_PAIRS], encoder_for(plan, model).preference)
         return measures.preference_metrics(measures.reward_scores(model.model, pairs), "score")
 
@@ -171,10 +172,4 @@ def evaluate(evaluation_id: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    evaluation_id, error_file = int(sys.argv[1]), Path(sys.argv[2])
-    try:
-        evaluate(evaluation_id)
-    except Exception as exc:
-        error_file.write_text(f"{type(exc).__name__}: {exc}")
-        traceback.print_exc()
-        sys.exit(1)
+    run_child_main(lambda evaluation_id: evaluate(int(evaluation_id)))

@@ -26,6 +26,7 @@ from peft import (
 from peft.tuners.prompt_tuning import PromptTuningInit
 from transformers import BitsAndBytesConfig
 
+from app.methods import is_reward_model
 from app.spec import TrainingSpec, module_list
 
 # Spec fields each mapping reads (tests assert every spec field is mapped or studio-only).
@@ -67,7 +68,7 @@ def target_modules(value: str) -> str | list[str]:
 
 def task_type(spec: TrainingSpec) -> TaskType:
     """A reward model is a sequence classifier (peft then also trains its new score head)."""
-    return TaskType.SEQ_CLS if spec.method == "reward" else TaskType.CAUSAL_LM
+    return TaskType.SEQ_CLS if is_reward_model(spec.method) else TaskType.CAUSAL_LM
 
 
 def lora_config(spec: TrainingSpec) -> LoraConfig:

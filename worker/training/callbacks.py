@@ -23,6 +23,7 @@ from app.db import session_scope
 from app.jobs import cancel_requested
 from app.models import Checkpoint, Job, JobEvent, Metric
 from app.runs import TRAINER_CONFIG_FILE
+from worker.child import ReportedFailure
 from worker.training.health import Alarm, HealthMonitor, MicroBatch, early_stopping_alarm
 
 NAMED_METRICS = ("loss", "learning_rate", "grad_norm", "epoch", "num_tokens")
@@ -220,5 +221,5 @@ class HealthCallback(TrainerCallback):
             record_alarms(self.job_id, alarms)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(ReportedFailure):
     """The loss became NaN or infinite; the message names the step and the batch's rows."""

@@ -1,25 +1,20 @@
 """Pure functions from a TrainingSpec to TRL/peft objects (no I/O, no model loading): the
-method's TRL config (``method_config``), and the adapter's peft / bitsandbytes configs.
+method's TRL config (``method_config``), and the adapter's peft / bitsandbytes configs. Each
+method's own config class and knobs are its entry in ``worker.training.methods.WORKER_METHODS``.
 
 The adapter side (peft configs, bitsandbytes, freeze plans) lives in ``worker.training.adapters``.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from transformers import EarlyStoppingCallback, TrainingArguments
-from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, SFTConfig
+from trl import SFTConfig
 
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO and CPO live in trl.experimental
-
-from trl.experimental.cpo import CPOConfig
-from trl.experimental.orpo import ORPOConfig
-from trl.experimental.ppo import PPOConfig
-
-from app.spec import RL_METHODS, TrainingSpec
+from app.methods import get_method
+from app.spec import TrainingSpec
 from worker.training.adapters import (
     ADAPTER_FIELDS,
     LORA_CONFIG_FIELDS,
@@ -28,6 +23,7 @@ from worker.training.adapters import (
     quantization_config,
     target_modules,
 )
+from worker.training.methods import WORKER_METHODS, reward_weights, worker_method
 
 __all__ = [
     "ADAPTER_FIELDS",
@@ -44,6 +40,7 @@ __all__ = [
     "method_config",
     "peft_config",
     "quantization_config",
+    "reward_weights",
     "sft_config",
     "target_modules",
 ]
@@ -82,9 +79,8 @@ EARLY_STOPPING_FIELDS = ("early_stopping_patience", "early_stopping_threshold")
 EARLY_STOPPING_METRIC = "eval_loss"
 
 
-# Method knobs, each passed under the same name to the configs of the methods it applies to
-# (``methods`` in its spec metadata). SimPO maps to CPOConfig with loss_type="simpo", so the
-# spec's loss_type (DPO's choices) reaches DPOConfig only, as a one-item list.
+# Method knobs, each passed to the configs of the methods whose ``fields`` (``app.methods``) list
+# it, by that method's ``config_kwargs`` (``worker.training.methods``).
 METHOD_CONFIG_FIELDS = (
     "beta",
     "loss_type",
@@ -107,70 +103,8 @@ METHOD_CONFIG_FIELDS = (
 REWARD_FIELDS = ("reward_functions", "reward_checkpoint_id", "reward_model")
 # The TRL config class of each method (SFTTrainer trains pretrain on the "text" column).
 METHOD_CONFIGS: dict[str, type[TrainingArguments]] = {
-    "sft": SFTConfig,
-    "pretrain": SFTConfig,
-    "dpo": DPOConfig,
-    "kto": KTOConfig,
-    "orpo": ORPOConfig,
-    "simpo": CPOConfig,
-    "reward": RewardConfig,
-    "ppo": PPOConfig,
-    "grpo": GRPOConfig,
+    name: method.config for name, method in WORKER_METHODS.items()
 }
-
-
-def _method_kwargs(spec: TrainingSpec) -> dict[str, Any]:
-    """The method knobs, as the method's TRL config names and expects them."""
-    method = spec.method
-    if method == "sft":
-        return {}  # the labels come with the studio's encoding (ENCODER_FIELDS)
-    if method == "pretrain":  # plain causal LM loss on every token of the text
-        return {"completion_only_loss": False, "dataset_text_field": "text"}
-    if method == "dpo":
-        return {
-            "beta": spec.beta,
-            "loss_type": [spec.loss_type],
-            "label_smoothing": spec.label_smoothing,
-        }
-    if method == "kto":
-        return {
-            "beta": spec.beta,
-            "desirable_weight": spec.desirable_weight,
-            "undesirable_weight": spec.undesirable_weight,
-        }
-    if method == "orpo":
-        return {"beta": spec.beta}
-    if method == "grpo":
-        return {
-            "beta": spec.beta,
-            "num_generations": spec.num_generations,
-            "max_completion_length": spec.max_completion_length,
-            "temperature": spec.temperature,
-            "reward_weights": reward_weights(spec),
-        }
-    if method == "ppo":
-        return {
-            "kl_coef": spec.kl_coef,
-            "cliprange": spec.cliprange,
-            "vf_coef": spec.vf_coef,
-            "num_ppo_epochs": spec.num_ppo_epochs,
-            "response_length": spec.max_completion_length,
-            "temperature": spec.temperature,
-            "stop_token": "eos",
-            "num_mini_batches": 1,
-            "num_sample_generations": 0,
-            "total_episodes": _ppo_episodes(spec),
-        }
-    if method == "simpo":
-        return {
-            "beta": spec.beta,
-            "loss_type": "simpo",
-            "simpo_gamma": spec.simpo_gamma,
-            "cpo_alpha": spec.cpo_alpha,
-        }
-    if method == "reward":
-        return {"center_rewards_coefficient": spec.center_rewards_coefficient or None}
-    raise ValueError(f"unknown method {method!r}")
 
 
 def evaluation_interval(spec: TrainingSpec) -> int:
@@ -192,7 +126,7 @@ def _run_kwargs(spec: TrainingSpec, has_eval: bool, use_cpu: bool) -> dict[str, 
         "eval_steps": evaluation_interval(spec) if has_eval else None,
         **_precision_kwargs(spec, use_cpu),
     }
-    if spec.method == "sft" and spec.neftune_noise_alpha > 0:
+    if "neftune_noise_alpha" in get_method(spec.method).fields and spec.neftune_noise_alpha > 0:
         kwargs["neftune_noise_alpha"] = spec.neftune_noise_alpha
     if spec.packing:  # best-fit packing, position ids restart per row (padding-free)
         kwargs |= {"packing": True, "packing_strategy": "bfd"}
@@ -224,20 +158,6 @@ def early_stopping_callback(spec: TrainingSpec, has_eval: bool) -> EarlyStopping
     return EarlyStoppingCallback(**{name: getattr(spec, name) for name in EARLY_STOPPING_FIELDS})
 
 
-def reward_weights(spec: TrainingSpec) -> list[float]:
-    """GRPO: one weight per reward function, in the order worker.training.rl builds them (the
-    rules, then the reward model at weight 1)."""
-    scorer = spec.reward_checkpoint_id is not None or spec.reward_model is not None
-    return [rule.weight for rule in spec.reward_functions] + ([1.0] if scorer else [])
-
-
-def _ppo_episodes(spec: TrainingSpec) -> int | None:
-    """PPO counts prompts (episodes), not steps: max_steps batches of rollouts when set."""
-    if spec.max_steps <= 0:
-        return None  # num_train_epochs passes over the prompts
-    return spec.max_steps * spec.per_device_train_batch_size * spec.gradient_accumulation_steps
-
-
 def method_config(
     spec: TrainingSpec, output_dir: Path, *, has_eval: bool = False, use_cpu: bool = False
 ) -> TrainingArguments:
@@ -245,12 +165,12 @@ def method_config(
     ORPOConfig, CPOConfig (simpo) or RewardConfig."""
     kwargs: dict[str, Any] = {name: getattr(spec, name) for name in SFT_CONFIG_FIELDS}
     kwargs |= {theirs: getattr(spec, ours) for ours, theirs in SFT_CONFIG_RENAMED.items()}
-    kwargs |= _method_kwargs(spec)
+    kwargs |= worker_method(spec).config_kwargs(spec)
     kwargs |= _early_stopping_kwargs(spec, has_eval)
     kwargs |= _run_kwargs(spec, has_eval, use_cpu)
-    if spec.method in RL_METHODS:  # prompts are as long as they are; answers have their own cap
+    if get_method(spec.method).generates:  # prompts are as long as they are; answers have a cap
         del kwargs["max_length"]
-    return METHOD_CONFIGS[spec.method](
+    return worker_method(spec).config(
         output_dir=str(output_dir),
         **kwargs,
         save_strategy="steps",
@@ -265,7 +185,7 @@ def method_config(
 def sft_config(
     spec: TrainingSpec, output_dir: Path, *, has_eval: bool = False, use_cpu: bool = False
 ) -> SFTConfig:
-    if spec.method not in ("sft", "pretrain"):
+    if worker_method(spec).config is not SFTConfig:
         raise ValueError(f"{spec.method} is not trained with SFTConfig")
     config = method_config(spec, output_dir, has_eval=has_eval, use_cpu=use_cpu)
     assert isinstance(config, SFTConfig)

@@ -1,5 +1,6 @@
-"""Per-method pieces of a training run: canonical rows -> the dataset layout the method's TRL
-trainer takes (conversational where there are messages), the model class, and the trainer.
+"""The worker's side of the method table (``app.methods``): one entry per method with its TRL
+config class, its trainer, its row layout (canonical row -> what the trainer takes,
+conversational where there are messages), its config knobs and any extra trainer keywords.
 
 SFT, continual pretraining and DPO rows are tokenized by the studio (``app.chat.rows``), the
 same code that shows users what the model sees; the other trainers tokenize conversational rows
@@ -13,22 +14,41 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from datasets import Dataset as HFDataset
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, Trainer
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO and CPO live in trl.experimental
 
-from trl import DPOTrainer, GRPOTrainer, KTOTrainer, RewardTrainer, SFTTrainer
-from trl.experimental.cpo import CPOTrainer
-from trl.experimental.orpo import ORPOTrainer
-from trl.experimental.ppo import PPOTrainer
+from trl import (
+    DPOConfig,
+    DPOTrainer,
+    GRPOConfig,
+    GRPOTrainer,
+    KTOConfig,
+    KTOTrainer,
+    RewardConfig,
+    RewardTrainer,
+    SFTConfig,
+    SFTTrainer,
+)
+from trl.experimental.cpo import CPOConfig, CPOTrainer
+from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+from trl.experimental.ppo import PPOConfig, PPOTrainer
 
 from app.chat.rows import RowEncoder, encode_rows
 from app.data.rowtext import as_messages
 from app.spec import TrainingSpec
+from worker.training import rl
 
 Row = dict
+RowBuilder = Callable[[Row, RowEncoder], Row]
+Kwargs = dict[str, Any]
+# The keywords an RL trainer takes besides the common ones: (spec, reward model dir, tokenizer).
+TrainerExtras = Callable[[TrainingSpec, Path | None, PreTrainedTokenizerBase], Kwargs]
 
 
 def to_prompt_completion(row: Row) -> Row:
@@ -75,19 +95,6 @@ def ppo_row(row: Row, encoder: RowEncoder) -> Row:
     return {"input_ids": encoder.prompt(row).ids}
 
 
-ROW_BUILDERS: dict[str, Callable[[Row, RowEncoder], Row]] = {
-    "sft": sft_row,
-    "pretrain": text_row,
-    "dpo": tokenized_preference_row,
-    "kto": kto_row,
-    "orpo": preference_row,
-    "simpo": preference_row,
-    "reward": preference_row,
-    "grpo": grpo_row,
-    "ppo": ppo_row,
-}
-
-
 class StudioDPOTrainer(DPOTrainer):
     """DPOTrainer that takes rows the studio already tokenized (``prompt_ids``, ``chosen_ids``,
     ``rejected_ids``); it only drops rows whose prompt alone fills max_length, as TRL does."""
@@ -100,32 +107,140 @@ class StudioDPOTrainer(DPOTrainer):
         return dataset
 
 
-TRAINERS: dict[str, type[Trainer]] = {
-    "sft": SFTTrainer,
-    "pretrain": SFTTrainer,
-    "dpo": StudioDPOTrainer,
-    "kto": KTOTrainer,
-    "orpo": ORPOTrainer,
-    "simpo": CPOTrainer,
-    "reward": RewardTrainer,
-    "grpo": GRPOTrainer,
-    "ppo": PPOTrainer,
+# The method knobs, as each method's TRL config names and expects them -------------------------
+
+
+def sft_kwargs(spec: TrainingSpec) -> Kwargs:
+    return {}  # the labels come with the studio's encoding (mapping.ENCODER_FIELDS)
+
+
+def pretrain_kwargs(spec: TrainingSpec) -> Kwargs:
+    """Plain causal LM loss on every token of the text."""
+    return {"completion_only_loss": False, "dataset_text_field": "text"}
+
+
+def dpo_kwargs(spec: TrainingSpec) -> Kwargs:
+    """The spec's loss_type (DPO's choices) reaches DPOConfig as a one-item list."""
+    return {
+        "beta": spec.beta,
+        "loss_type": [spec.loss_type],
+        "label_smoothing": spec.label_smoothing,
+    }
+
+
+def kto_kwargs(spec: TrainingSpec) -> Kwargs:
+    return {
+        "beta": spec.beta,
+        "desirable_weight": spec.desirable_weight,
+        "undesirable_weight": spec.undesirable_weight,
+    }
+
+
+def orpo_kwargs(spec: TrainingSpec) -> Kwargs:
+    return {"beta": spec.beta}
+
+
+def simpo_kwargs(spec: TrainingSpec) -> Kwargs:
+    """SimPO is CPOConfig with loss_type="simpo"."""
+    return {
+        "beta": spec.beta,
+        "loss_type": "simpo",
+        "simpo_gamma": spec.simpo_gamma,
+        "cpo_alpha": spec.cpo_alpha,
+    }
+
+
+def reward_kwargs(spec: TrainingSpec) -> Kwargs:
+    return {"center_rewards_coefficient": spec.center_rewards_coefficient or None}
+
+
+def reward_weights(spec: TrainingSpec) -> list[float]:
+    """GRPO: one weight per reward function, in the order worker.training.rl builds them (the
+    rules, then the reward model at weight 1)."""
+    scorer = spec.reward_checkpoint_id is not None or spec.reward_model is not None
+    return [rule.weight for rule in spec.reward_functions] + ([1.0] if scorer else [])
+
+
+def grpo_kwargs(spec: TrainingSpec) -> Kwargs:
+    return {
+        "beta": spec.beta,
+        "num_generations": spec.num_generations,
+        "max_completion_length": spec.max_completion_length,
+        "temperature": spec.temperature,
+        "reward_weights": reward_weights(spec),
+    }
+
+
+def ppo_episodes(spec: TrainingSpec) -> int | None:
+    """PPO counts prompts (episodes), not steps: max_steps batches of rollouts when set."""
+    if spec.max_steps <= 0:
+        return None  # num_train_epochs passes over the prompts
+    return spec.max_steps * spec.per_device_train_batch_size * spec.gradient_accumulation_steps
+
+
+def ppo_kwargs(spec: TrainingSpec) -> Kwargs:
+    return {
+        "kl_coef": spec.kl_coef,
+        "cliprange": spec.cliprange,
+        "vf_coef": spec.vf_coef,
+        "num_ppo_epochs": spec.num_ppo_epochs,
+        "response_length": spec.max_completion_length,
+        "temperature": spec.temperature,
+        "stop_token": "eos",
+        "num_mini_batches": 1,
+        "num_sample_generations": 0,
+        "total_episodes": ppo_episodes(spec),
+    }
+
+
+def no_extras(
+    spec: TrainingSpec, reward_dir: Path | None, tokenizer: PreTrainedTokenizerBase
+) -> Kwargs:
+    return {}
+
+
+# The table -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerMethod:
+    config: type[TrainingArguments]
+    trainer: type[Trainer]
+    row: RowBuilder
+    config_kwargs: Callable[[TrainingSpec], Kwargs]
+    trainer_extras: TrainerExtras = no_extras
+    resumes: bool = True  # the trainer can resume from a checkpoint (TRL's PPO loop cannot)
+
+
+WORKER_METHODS: dict[str, WorkerMethod] = {
+    # SFTTrainer trains pretrain on the "text" column.
+    "sft": WorkerMethod(SFTConfig, SFTTrainer, sft_row, sft_kwargs),
+    "pretrain": WorkerMethod(SFTConfig, SFTTrainer, text_row, pretrain_kwargs),
+    "dpo": WorkerMethod(DPOConfig, StudioDPOTrainer, tokenized_preference_row, dpo_kwargs),
+    "kto": WorkerMethod(KTOConfig, KTOTrainer, kto_row, kto_kwargs),
+    "orpo": WorkerMethod(ORPOConfig, ORPOTrainer, preference_row, orpo_kwargs),
+    "simpo": WorkerMethod(CPOConfig, CPOTrainer, preference_row, simpo_kwargs),
+    "reward": WorkerMethod(RewardConfig, RewardTrainer, preference_row, reward_kwargs),
+    "ppo": WorkerMethod(
+        PPOConfig, PPOTrainer, ppo_row, ppo_kwargs, trainer_extras=rl.ppo_extras, resumes=False
+    ),
+    "grpo": WorkerMethod(
+        GRPOConfig, GRPOTrainer, grpo_row, grpo_kwargs, trainer_extras=rl.grpo_extras
+    ),
 }
 
 
+def worker_method(spec: TrainingSpec) -> WorkerMethod:
+    try:
+        return WORKER_METHODS[spec.method]
+    except KeyError:
+        raise ValueError(f"unknown method {spec.method!r}") from None
+
+
 def build_dataset(rows: list[Row], spec: TrainingSpec, encoder: RowEncoder) -> HFDataset:
-    build = ROW_BUILDERS[spec.method]
+    build = worker_method(spec).row
     return HFDataset.from_list(encode_rows(rows, lambda row: build(row, encoder)))
 
 
-def model_class(spec: TrainingSpec) -> type:
-    """A reward model is the causal LM's body with a one-output score head (num_labels=1)."""
-    return AutoModelForSequenceClassification if spec.method == "reward" else AutoModelForCausalLM
-
-
-def model_kwargs(spec: TrainingSpec) -> dict:
-    return {"num_labels": 1} if spec.method == "reward" else {}
-
-
 def trainer_class(spec: TrainingSpec) -> type[Trainer]:
-    return TRAINERS[spec.method]
+    return worker_method(spec).trainer

@@ -5,6 +5,7 @@ GRPO takes a list of reward functions (``reward_funcs``) weighted by ``reward_we
 ``worker.training.mapping.reward_weights``): the spec's rules in order, then the reward model.
 PPO takes a reward model and a value model (initialised from the reward model, as in the
 InstructGPT recipe); with a peft adapter its reference is the policy with the adapter disabled.
+Each is wired in by its method's entry in ``worker.training.methods.WORKER_METHODS``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any
 
 import torch
 from sqlalchemy.orm import Session
-from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from app.models import BaseModel, Checkpoint
 from app.spec import RewardRule, TrainingSpec
-from worker.training.chaining import lineage_dirs, materialize_start
+from worker.checkpoints import load_scorer, materialize_start
+from worker.training.chaining import checkpoint_stage, lineage_stages
 
 RewardFunc = Callable[..., list[float]]
 
@@ -90,33 +92,28 @@ def reward_model_dir(
     checkpoint = session.get(Checkpoint, spec.reward_checkpoint_id)
     assert checkpoint is not None
     job = checkpoint.job
-    chain = [*lineage_dirs(session, job, jobs_dir), jobs_dir / checkpoint.path]
+    chain = [*lineage_stages(session, job, jobs_dir), checkpoint_stage(checkpoint, jobs_dir)]
     return materialize_start(Path(job.base_model.path), chain, work_dir, dtype=torch.float32)
 
 
-def load_scorer(path: Path, tokenizer: PreTrainedTokenizerBase) -> torch.nn.Module:
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model
-
-
-def trainer_kwargs(
+def grpo_extras(
     spec: TrainingSpec, reward_dir: Path | None, tokenizer: PreTrainedTokenizerBase
 ) -> dict[str, Any]:
-    """What the RL trainers take besides the common keywords."""
-    if spec.method == "grpo":
-        funcs: list[Any] = rule_rewards(spec.reward_functions)
-        processing: list[Any] = [None] * len(funcs)
-        if reward_dir is not None:
-            funcs.append(load_scorer(reward_dir, tokenizer))
-            processing.append(tokenizer)
-        return {"reward_funcs": funcs, "reward_processing_classes": processing}
-    if spec.method == "ppo":
-        assert reward_dir is not None, "PPO needs a reward model"
-        return {
-            "ref_model": None,  # peft: the adapter disabled; otherwise TRL copies the policy
-            "reward_model": load_scorer(reward_dir, tokenizer),
-            "value_model": load_scorer(reward_dir, tokenizer),
-        }
-    return {}
+    """GRPO's reward functions: the rules, then the reward model when there is one."""
+    funcs: list[Any] = rule_rewards(spec.reward_functions)
+    processing: list[Any] = [None] * len(funcs)
+    if reward_dir is not None:
+        funcs.append(load_scorer(reward_dir, tokenizer.pad_token_id))
+        processing.append(tokenizer)
+    return {"reward_funcs": funcs, "reward_processing_classes": processing}
+
+
+def ppo_extras(
+    spec: TrainingSpec, reward_dir: Path | None, tokenizer: PreTrainedTokenizerBase
+) -> dict[str, Any]:
+    assert reward_dir is not None, "PPO needs a reward model"
+    return {
+        "ref_model": None,  # peft: the adapter disabled; otherwise TRL copies the policy
+        "reward_model": load_scorer(reward_dir, tokenizer.pad_token_id),
+        "value_model": load_scorer(reward_dir, tokenizer.pad_token_id),
+    }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import traceback
 from pathlib import Path
 
@@ -23,25 +22,28 @@ from app.chat.rows import RowEncoder
 from app.chat.tokenizer import load_model_tokenizer
 from app.db import session_scope
 from app.jobs import cancel_requested
+from app.methods import get_method, is_reward_model
 from app.models import Checkpoint, DatasetRow, Job
 from app.settings import get_settings
-from app.spec import RL_METHODS, TrainingSpec
+from app.spec import TrainingSpec
+from worker.checkpoints import load_weights, materialize_start, training_dtype
+from worker.child import run_child_main
 from worker.training.adapters import apply_freeze, freeze_plan
 from worker.training.batch_rows import watch_batches, with_row_indices
-from worker.training.callbacks import HealthCallback, StudioCallback, TrainingDiverged
-from worker.training.chaining import START_DIR, lineage_dirs, materialize_start, take_resume_dir
+from worker.training.callbacks import HealthCallback, StudioCallback
+from worker.training.chaining import START_DIR, lineage_stages, take_resume_dir
 from worker.training.mapping import (
     early_stopping_callback,
     method_config,
     peft_config,
     quantization_config,
 )
-from worker.training.methods import build_dataset, model_class, model_kwargs, trainer_class
+from worker.training.methods import build_dataset, worker_method
 from worker.training.rl import reward_model_dir
-from worker.training.rl import trainer_kwargs as rl_trainer_kwargs
-from worker.training.stop_check import CHAT_METHODS, run_stop_check
+from worker.training.stop_check import run_stop_check
 
 PARAMETERS_FILE = "parameters.json"  # in the job's output dir
+OOM_ADVICE = "lower per_device_train_batch_size or max_length"
 
 
 def load_rows(dataset_id: int) -> list[dict]:
@@ -73,14 +75,13 @@ def load_model(
     """The base model as the method and adapter need it: a causal LM, or for a reward model the
     same body with a new score head; quantized and prepared for k-bit training (qlora), with all
     but the last blocks frozen (freeze), or as is (full and peft adapters)."""
-    model = model_class(spec).from_pretrained(
+    model = load_weights(
         model_path,
-        dtype=torch.float32 if use_cpu else "auto",
+        scores=is_reward_model(spec.method),
+        dtype=training_dtype(use_cpu),
+        pad_token_id=tokenizer.pad_token_id,
         quantization_config=quantization_config(spec),
-        **model_kwargs(spec),
     )
-    if spec.method == "reward" and model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id  # it scores the last non-pad token
     if spec.adapter == "qlora":
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=spec.gradient_checkpointing
@@ -127,7 +128,7 @@ def train(job_id: int) -> None:
         spec = TrainingSpec.model_validate(job.spec)
         model_path = Path(job.base_model.path)
         chat_template, dataset_id, eval_id = job.chat_template, job.dataset_id, job.eval_dataset_id
-        chain = lineage_dirs(session, job, settings.jobs_dir)  # chaining: the parent's weights
+        chain = lineage_stages(session, job, settings.jobs_dir)  # chaining: the parent's weights
         resume_from = take_resume_dir(session, job, settings.jobs_dir)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -138,8 +139,7 @@ def train(job_id: int) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     use_cpu = not torch.cuda.is_available()
     start_dir = settings.jobs_dir / str(job_id) / START_DIR
-    dtype = torch.float32 if use_cpu else "auto"
-    start_path = materialize_start(model_path, chain, start_dir, dtype=dtype)
+    start_path = materialize_start(model_path, chain, start_dir, dtype=training_dtype(use_cpu))
     set_seed(spec.seed)  # a reward model's new score head is initialised while loading
     model = load_model(spec, start_path, tokenizer, use_cpu=use_cpu)
 
@@ -157,7 +157,8 @@ def train(job_id: int) -> None:
     # The trainers initialise the LoRA weights before Trainer seeds the RNGs: seed first, so the
     # same spec gives the same run.
     set_seed(spec.seed)
-    trainer = trainer_class(spec)(
+    entry = worker_method(spec)
+    trainer = entry.trainer(
         model=model,
         args=method_config(spec, output_dir, has_eval=eval_ds is not None, use_cpu=use_cpu),
         train_dataset=train_ds,
@@ -165,14 +166,14 @@ def train(job_id: int) -> None:
         processing_class=tokenizer,
         peft_config=peft_config(spec, model_path),
         callbacks=[StudioCallback(job_id, settings.jobs_dir), *health.callbacks()],
-        **rl_trainer_kwargs(spec, reward_dir, tokenizer),
+        **entry.trainer_extras(spec, reward_dir, tokenizer),
     )
-    if spec.method not in RL_METHODS:  # RL trainers batch generations, not dataset rows
+    if not get_method(spec.method).generates:  # RL trainers batch generations, not dataset rows
         watch_batches(trainer, health.micro_batch)
     shutil.rmtree(start_dir, ignore_errors=True)  # loaded (and any reference model with it)
     record_parameters(trainer.model, output_dir / PARAMETERS_FILE)
     # Resume: the trainer reloads the weights, optimizer, scheduler, RNG and global step.
-    if spec.method == "ppo":  # TRL's PPO loop has no resume
+    if not entry.resumes:
         trainer.train()
     else:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -202,7 +203,7 @@ def check_stopping(
     spec: TrainingSpec, model: PreTrainedModel, encoder: RowEncoder, rows: list[dict]
 ) -> dict | None:
     """The stop check for chat methods; its failure is recorded, never fails the run."""
-    if spec.method not in CHAT_METHODS:
+    if not get_method(spec.method).stop_check:
         return None
     try:
         result = run_stop_check(model, encoder, rows)
@@ -214,21 +215,7 @@ def check_stopping(
 
 
 def main() -> None:
-    job_id, error_file = int(sys.argv[1]), Path(sys.argv[2])
-    try:
-        train(job_id)
-    except torch.OutOfMemoryError as exc:
-        error_file.write_text(
-            f"out of memory: lower per_device_train_batch_size or max_length ({exc})"
-        )
-        raise
-    except TrainingDiverged as exc:
-        error_file.write_text(str(exc))  # names the step and the batch's rows already
-        sys.exit(1)
-    except Exception as exc:
-        error_file.write_text(f"{type(exc).__name__}: {exc}")
-        traceback.print_exc()
-        sys.exit(1)
+    run_child_main(lambda job_id: train(int(job_id)), oom_advice=OOM_ADVICE)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The stop check: after training, greedy generation on a few prompts (rendered with the locked
 template, as serving renders them) records whether the model ends its answer with its end-of-turn
-token. A model that never learned to stop is the classic template/masking failure."""
+token. A model that never learned to stop is the classic template/masking failure. Which methods
+get it is the method table's ``stop_check`` (``app.methods``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from app.data.rowtext import as_messages
 
 PROMPTS = 4
 MAX_NEW_TOKENS = 64
-CHAT_METHODS = ("sft", "dpo", "kto", "orpo", "simpo", "grpo")
 
 
 def prompt_messages(row: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -14,7 +14,8 @@ from app.export_manifest import build_manifest, metric_row, metrics_at, template
 from app.exports import base_config
 from app.models import ChatTemplateVersion, Export
 from app.queries import job_metrics
-from worker.training.chaining import lineage_dirs
+from worker.checkpoints import Stage
+from worker.training.chaining import lineage_stages
 
 
 @dataclass
@@ -24,7 +25,8 @@ class ExportPlan:
     checkpoint_dir: Path
     base_path: Path
     base_name: str
-    chain: list[Path]  # a chained job's starting weights, oldest first
+    method: str  # the run's: says whether the checkpoint is a reward model
+    chain: list[Stage]  # a chained job's starting weights, oldest first
     chat_template: str | None
     root_name: str
     manifest: dict[str, Any]
@@ -69,7 +71,8 @@ def load_plan(session: Session, record: Export, jobs_dir: Path) -> ExportPlan:
         checkpoint_dir=jobs_dir / checkpoint.path,
         base_path=Path(job.base_model.path),
         base_name=job.base_model.name,
-        chain=lineage_dirs(session, job, jobs_dir),
+        method=job.method,
+        chain=lineage_stages(session, job, jobs_dir),
         chat_template=job.chat_template,
         root_name=root_name(job.id, checkpoint.step, record.kind, quantization),
         manifest=manifest,

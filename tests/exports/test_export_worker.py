@@ -21,8 +21,8 @@ from app.export_manifest import MANIFEST_NAME
 from app.models import Checkpoint, Job
 from app.settings import get_settings
 from tests.conftest import Account, wait_for_job
-from tests.exports.support import extract, next_token_logits
 from tests.exports.test_gguf import TOLERANCE
+from tests.support.exports import extract, next_token_logits
 from tests.support.jobs import wait_for_export
 
 pytestmark = pytest.mark.worker

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.exports.support import LOCKED, PROMPT, adapter_checkpoint, next_token_logits, tiny_base
+from tests.support.exports import LOCKED, PROMPT, adapter_checkpoint, next_token_logits, tiny_base
 from worker.export.gguf import (
     LLAMA3_SPLIT,
     GgufUnsupported,

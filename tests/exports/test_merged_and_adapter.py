@@ -14,7 +14,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.exports.support import LOCKED, adapter_checkpoint, next_token_logits, tiny_base
+from tests.support.exports import LOCKED, adapter_checkpoint, next_token_logits, tiny_base
 from worker.export.merged import ADAPTER_FILES, export_adapter_dir, export_model_dir
 
 SHARD_BYTES = 200_000  # the tiny model is about 25 MB in float32: many shards

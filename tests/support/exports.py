@@ -1,4 +1,4 @@
-"""Tiny models and adapter checkpoints for the export tests, built in milliseconds."""
+"""Tiny models, adapter checkpoints and export archives for the export tests (milliseconds)."""
 
 from __future__ import annotations
 

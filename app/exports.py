@@ -2,7 +2,7 @@
 
 Kinds: ``adapter`` (the PEFT adapter directory as trained), ``merged`` (a Hugging Face model
 directory with the update folded into the weights) and ``gguf`` (one llama.cpp file, F16 or
-Q8_0, for Llama-family language models). The worker builds them (worker.training.export); this
+Q8_0, for Llama-family language models). The worker builds them (worker.export); this
 module only decides what may be asked for and records the request.
 """
 

@@ -26,8 +26,9 @@ from app.evaluation.service import (
     PREFERENCE_PAIRS,
     model_label,
 )
-from app.models import Checkpoint, Dataset, DatasetRow, Evaluation
+from app.models import Checkpoint, Dataset, DatasetRow, Evaluation, JobStatus
 from app.spec import TrainingSpec
+from app.states import move
 from worker.child import run_child_main
 from worker.evaluation import measures
 from worker.inference import (
@@ -162,10 +163,8 @@ def evaluate(evaluation_id: int) -> dict[str, Any]:
     plan = load_plan(evaluation_id)
     print(f"evaluating {plan.label} on {len(plan.rows)} rows: {', '.join(plan.metrics)}")
     results = {"model": plan.label, "dataset_kind": plan.dataset_kind, **measure(plan)}
-    with session_scope() as session:
-        record = session.get(Evaluation, evaluation_id)
-        assert record is not None
-        record.results = results
+    with session_scope() as session:  # only while it runs: a cancelled evaluation stays so
+        move(session, Evaluation, evaluation_id, to=None, from_=JobStatus.running, results=results)
     summary = {m: results[m] for m in plan.metrics if m in results}
     print(f"results: {summary}", flush=True)
     return results

@@ -16,8 +16,9 @@ import torch
 
 from app.db import session_scope
 from app.export_manifest import CARD_NAME, file_entries, model_card, sha256_file, write_manifest
-from app.models import Export
+from app.models import Export, ExportStatus
 from app.settings import get_settings
+from app.states import move
 from worker.checkpoints import materialize_start
 from worker.child import run_child_main
 from worker.export.gguf import check_architecture, write_gguf
@@ -95,12 +96,17 @@ def export(export_id: int) -> None:
     sha256 = write_archive(model_dir, archive, plan.root_name)
     shutil.rmtree(model_dir)
     with session_scope() as session:
-        record = session.get(Export, export_id)
-        assert record is not None
-        record.path = str(archive.resolve().relative_to(settings.exports_dir.resolve()))
-        record.size_bytes = archive.stat().st_size
-        record.sha256 = sha256
-        record.manifest = plan.manifest
+        move(
+            session,
+            Export,
+            export_id,
+            to=None,
+            from_=ExportStatus.running,
+            path=str(archive.resolve().relative_to(settings.exports_dir.resolve())),
+            size_bytes=archive.stat().st_size,
+            sha256=sha256,
+            manifest=plan.manifest,
+        )
 
 
 def main() -> None:

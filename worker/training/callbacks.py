@@ -10,7 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from transformers import (
     EarlyStoppingCallback,
     TrainerCallback,
@@ -21,8 +22,9 @@ from transformers import (
 
 from app.db import session_scope
 from app.jobs import cancel_requested
-from app.models import Checkpoint, Job, JobEvent, Metric
+from app.models import Checkpoint, Job, JobEvent, JobStatus, Metric
 from app.runs import TRAINER_CONFIG_FILE
+from app.states import move
 from worker.child import ReportedFailure
 from worker.training.health import Alarm, HealthMonitor, MicroBatch, early_stopping_alarm
 
@@ -42,13 +44,15 @@ class StudioCallback(TrainerCallback):
         self.jobs_root = jobs_root
         self._last_cancel_check = 0.0
 
+    def _write(self, session: Session, **values: object) -> None:
+        """Progress on the job row, only while it runs (a requeued or ended job keeps its own)."""
+        move(session, Job, self.job_id, to=None, from_=JobStatus.running, **values)
+
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
     ) -> None:
         with session_scope() as session:
-            session.execute(
-                update(Job).where(Job.id == self.job_id).values(max_steps=state.max_steps)
-            )
+            self._write(session, max_steps=state.max_steps)
         if state.is_world_process_zero:
             write_trainer_config(args, Path(args.output_dir) / TRAINER_CONFIG_FILE)
 
@@ -72,7 +76,7 @@ class StudioCallback(TrainerCallback):
             extra["nonfinite"] = nonfinite
         with session_scope() as session:
             session.add(Metric(job_id=self.job_id, step=state.global_step, values=extra, **named))
-            session.execute(update(Job).where(Job.id == self.job_id).values(step=state.global_step))
+            self._write(session, step=state.global_step)
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from peft import prepare_model_for_kbit_training
-from sqlalchemy import select, update
+from sqlalchemy import select
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from app.chat.encoding import ChatFormat
@@ -23,9 +23,10 @@ from app.chat.tokenizer import load_model_tokenizer
 from app.db import session_scope
 from app.jobs import cancel_requested
 from app.methods import get_method, is_reward_model
-from app.models import Checkpoint, DatasetRow, Job
+from app.models import Checkpoint, DatasetRow, Job, JobStatus
 from app.settings import get_settings
 from app.spec import TrainingSpec
+from app.states import move
 from worker.checkpoints import load_weights, materialize_start, training_dtype
 from worker.child import run_child_main
 from worker.training.adapters import apply_freeze, freeze_plan
@@ -196,7 +197,7 @@ def train(job_id: int) -> None:
                 stop_check=stop_check,
             )
         )
-        session.execute(update(Job).where(Job.id == job_id).values(stop_check=stop_check))
+        move(session, Job, job_id, to=None, from_=JobStatus.running, stop_check=stop_check)
 
 
 def check_stopping(

@@ -30,20 +30,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
+from gpu_check_data import jsonl, preference_rows, sft_rows
+from gpu_check_report import RunResult, print_run, print_table
 from live_studio import REPO, Studio, configure
 
 PROBE_PATH = REPO / "bench" / "gpu_check_probe"
@@ -51,98 +51,6 @@ SHAPE_DIR = REPO / ".cache" / "gpu_check" / "smollm2-shape"
 BUNDLED_DIRNAME = "smollm2-135m-instruct"
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 JOB_TIMEOUT = 240.0
-MIB = 1024**2
-
-TOPICS = ("colour", "river", "planet", "recipe", "poem", "bridge", "garden", "engine")
-WORDS = [
-    "bright",
-    "quiet",
-    "rapid",
-    "gentle",
-    "ancient",
-    "modern",
-    "silver",
-    "golden",
-    "narrow",
-    "wide",
-    "calm",
-    "bold",
-    "soft",
-    "steady",
-    "curious",
-    "patient",
-    "careful",
-    "simple",
-    "clever",
-    "humble",
-]
-
-
-@dataclass
-class RunResult:
-    name: str
-    status: str = "not run"
-    job_id: int | None = None
-    steps: int = 0
-    tokens: float | None = None
-    tokens_per_s: float | None = None
-    run_tokens_per_s: float | None = None
-    wall_s: float | None = None
-    peak_allocated: int | None = None
-    peak_reserved: int | None = None
-    smi_peak_mib: float | None = None
-    amp: str = "?"
-    compute_dtype: str = "?"
-    attention: str = "?"
-    expected: dict = field(default_factory=dict)
-    error: str | None = None
-
-
-# --- data -------------------------------------------------------------------------------
-
-
-def sft_rows(n: int, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        topic = TOPICS[i % len(TOPICS)]
-        words = rng.sample(WORDS, 6)
-        answer = " ".join(
-            f"The {w} {topic} number {i} is {rng.choice(WORDS)} and {rng.choice(WORDS)}."
-            for w in words
-        )
-        rows.append(
-            {
-                "messages": [
-                    {"role": "user", "content": f"Describe a {words[0]} {topic} (#{i})."},
-                    {"role": "assistant", "content": answer},
-                ]
-            }
-        )
-    return rows
-
-
-def preference_rows(n: int, seed: int = 1) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        topic = TOPICS[i % len(TOPICS)]
-        good = " ".join(f"A {rng.choice(WORDS)} {topic} is worth a look." for _ in range(5))
-        rows.append(
-            {
-                "prompt": [{"role": "user", "content": f"Tell me about a {topic} (#{i})."}],
-                "chosen": [{"role": "assistant", "content": f"Gladly! {good}"}],
-                "rejected": [{"role": "assistant", "content": "No. " * 12}],
-            }
-        )
-    return rows
-
-
-def jsonl(rows: list[dict]) -> bytes:
-    return "\n".join(json.dumps(row) for row in rows).encode()
-
-
-# --- the model --------------------------------------------------------------------------
 
 
 def bundled_source() -> tuple[Path | None, str]:
@@ -365,86 +273,6 @@ def upload(studio: Studio, name: str, kind: str, rows: list[dict]) -> int:
     if response.status_code != 201:
         raise SystemExit(f"the {kind} upload was refused: {response.text[:1000]}")
     return response.json()["id"]
-
-
-def fmt(value: float | None, spec: str = ",.0f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / MIB:,.0f}"
-
-
-def print_run(r: RunResult) -> None:
-    print(
-        f"\n== {r.name}: {r.status} (job {r.job_id}, {r.steps} steps, "
-        f"{fmt(r.wall_s, '.1f')} s from start to finish)",
-        flush=True,
-    )
-    if r.error:
-        print(f"   error: {r.error[:800]}")
-    print(
-        f"   tokens/s: {fmt(r.tokens_per_s)} steady ({fmt(r.tokens)} tokens in all; "
-        f"{fmt(r.run_tokens_per_s)} over the whole run with loading)"
-    )
-    print(
-        f"   peak memory: {mib(r.peak_allocated)} MiB allocated, {mib(r.peak_reserved)} MiB "
-        f"reserved (torch, in the training process); nvidia-smi: {fmt(r.smi_peak_mib)} MiB "
-        "over the baseline"
-    )
-    print(
-        f"   precision: AMP {r.amp}; attention computed in {r.compute_dtype}; "
-        f"attention kernel: {r.attention}"
-    )
-
-
-def print_table(results: list[RunResult], expected: dict, model_label: str) -> None:
-    header = (
-        "run",
-        "status",
-        "steps",
-        "tok/s",
-        "tok/s(run)",
-        "peak alloc MiB",
-        "peak rsrv MiB",
-        "smi MiB",
-        "AMP",
-        "dtype",
-        "attention",
-    )
-    rows = [
-        (
-            r.name,
-            r.status,
-            str(r.steps),
-            fmt(r.tokens_per_s),
-            fmt(r.run_tokens_per_s),
-            mib(r.peak_allocated),
-            mib(r.peak_reserved),
-            fmt(r.smi_peak_mib),
-            r.amp if len(r.amp) < 12 else "none",
-            r.compute_dtype,
-            r.attention,
-        )
-        for r in results
-    ]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    line = "+".join("-" * (w + 2) for w in widths)
-    print("\n" + "=" * len(line))
-    print(f"GPU check summary - model: {model_label}")
-    device = expected.get("device", "?")
-    print(
-        f"device: {device} ({expected.get('device_kind', '?')}, capability "
-        f"{expected.get('compute_capability')}, {expected.get('memory_gib', '?')} GiB); "
-        f"issue-12 rules resolve precision auto -> {expected.get('precision')}, attention -> "
-        f"{expected.get('attn_implementation')}"
-    )
-    print(line)
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print(line)
-    for row in rows:
-        print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-    print(line, flush=True)
 
 
 def main() -> int:

@@ -77,7 +77,7 @@ test: install-dev vendor chromium test-data
 	$(MAKE) test-embedded test-services test-slow
 
 # The default suite in the embedded mode (SQLite + filesystem broker).
-test-embedded:
+test-embedded: test-data
 	$(PYTEST) -m "not slow"
 
 # Against Postgres and Redis on 127.0.0.1: every test that does not train, and the job pipeline
@@ -85,15 +85,15 @@ test-embedded:
 # training-behaviour tests (methods, RL, exports, evaluation) run once, in test-embedded: the
 # database and broker do not change what a training step computes, and CI has 90 minutes.
 SERVICES = FTSTUDIO_TEST_DATABASE_URL=$(PG_URL) FTSTUDIO_TEST_BROKER_URL=$(REDIS_URL)
-test-services:
+test-services: test-data
 	$(SERVICES) $(PYTEST) -m "not slow and not worker"
 	$(SERVICES) $(PYTEST) -m "worker and not slow" tests/worker tests/runs tests/comparisons
 
 # Real-model and browser tests.
-test-slow:
+test-slow: test-data
 	$(PYTEST) -m slow
 
-test-unit:
+test-unit: test-data
 	$(PYTEST) -m "not slow and not worker"
 
 # Benchmarks print ratios against a peer measured in the same run; figures go in BENCHMARKS.md.

@@ -108,8 +108,12 @@ def memory_breakdown(
 def reference_model_bytes(arch: Architecture, spec: TrainingSpec) -> int:
     """Methods that train against a frozen reference (the method table's ``reference_model``)
     keep a second copy of the weights when the run updates the weights themselves (full,
-    freeze); with a peft adapter the reference is the base with the adapter switched off."""
-    if not get_method(spec.method).reference_model or spec.adapter not in ("full", "freeze"):
+    freeze); with a peft adapter the reference is the base with the adapter switched off, and a
+    KL weight (beta) of 0 needs no reference at all. PPO's value and reward models are not
+    counted here."""
+    method = get_method(spec.method)
+    no_kl = "beta" in method.fields and spec.beta == 0
+    if not method.reference_model or no_kl or spec.adapter not in ("full", "freeze"):
         return 0
     return arch.total_params * DTYPE_BYTES[arch.dtype]
 

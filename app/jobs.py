@@ -340,33 +340,42 @@ def cancel_requested(session: Session, job_id: int) -> bool:
 MAX_ATTEMPTS = 3
 
 
-def reap_stale_jobs(session: Session, stale_after: timedelta) -> dict[int, JobStatus]:
-    """Running jobs whose worker stopped heartbeating: requeue them (attempt + 1), or fail them
-    once MAX_ATTEMPTS is reached. Returns {job_id: new status}; the caller commits, then
-    enqueues the requeued ids.
-    """
+def stale_jobs(session: Session, stale_after: timedelta) -> list[tuple[int, int]]:
+    """(id, attempt) of the running jobs whose worker stopped heartbeating."""
     cutoff = utcnow() - stale_after
-    stale = session.execute(
+    rows = session.execute(
         select(Job.id, Job.attempt).where(
             Job.status == JobStatus.running,
             (Job.heartbeat_at < cutoff) | (Job.heartbeat_at.is_(None)),
         )
     ).all()
+    return [(job_id, attempt) for job_id, attempt in rows]
+
+
+def reap_job(session: Session, job_id: int, attempt: int) -> dict[int, JobStatus]:
+    """Requeue a lost worker's job (attempt + 1), or fail it once MAX_ATTEMPTS is reached.
+    Returns {job_id: new status} (empty when it had moved on); the caller commits, then
+    enqueues a requeued id. The worker reaps each job in its own transaction, so one job's
+    failure leaves the others reaped."""
+    if attempt < MAX_ATTEMPTS:
+        return _requeue_lost(session, job_id, attempt)
+    error = f"the worker was lost {attempt} times (no heartbeat); giving up"
+    moved = transition(
+        session,
+        job_id,
+        to=JobStatus.failed,
+        from_=[JobStatus.running],
+        attempt=attempt,
+        error=error,
+    )
+    return {job_id: JobStatus.failed} if moved else {}
+
+
+def reap_stale_jobs(session: Session, stale_after: timedelta) -> dict[int, JobStatus]:
+    """``reap_job`` for every stale job, in one transaction."""
     moved: dict[int, JobStatus] = {}
-    for job_id, attempt in stale:
-        if attempt >= MAX_ATTEMPTS:
-            error = f"the worker was lost {attempt} times (no heartbeat); giving up"
-            if transition(
-                session,
-                job_id,
-                to=JobStatus.failed,
-                from_=[JobStatus.running],
-                attempt=attempt,
-                error=error,
-            ):
-                moved[job_id] = JobStatus.failed
-        else:
-            moved |= _requeue_lost(session, job_id, attempt)
+    for job_id, attempt in stale_jobs(session, stale_after):
+        moved |= reap_job(session, job_id, attempt)
     return moved
 
 

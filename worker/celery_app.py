@@ -1,10 +1,13 @@
 """The worker's Celery app: the shared configuration plus this package's tasks."""
 
+import logging
+
 from celery.signals import worker_ready
 
 from app.broker import make_celery
 from app.settings import get_settings
 
+logger = logging.getLogger(__name__)
 celery = make_celery(get_settings())
 celery.conf.include = ["worker.tasks"]
 
@@ -16,12 +19,18 @@ def _requeue_jobs_of_lost_workers(**_: object) -> None:
 
     from app.broker import enqueue_job
     from app.db import session_scope
-    from app.jobs import reap_stale_jobs
+    from app.jobs import reap_job, stale_jobs
     from app.models import JobStatus
 
     settings = get_settings()
     with session_scope() as session:
-        moved = reap_stale_jobs(session, timedelta(seconds=settings.heartbeat_seconds * 12))
-    for job_id, status in moved.items():
-        if status == JobStatus.queued:
+        stale = stale_jobs(session, timedelta(seconds=settings.heartbeat_seconds * 12))
+    for job_id, attempt in stale:
+        try:
+            with session_scope() as session:  # one job's failure leaves the others reaped
+                moved = reap_job(session, job_id, attempt)
+        except Exception:
+            logger.exception("could not reap job %s", job_id)
+            continue
+        if moved.get(job_id) == JobStatus.queued:
             enqueue_job(job_id)

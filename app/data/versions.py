@@ -13,7 +13,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.data.rows import RowWriter, content_hash
-from app.data.rows import row_bytes as row_bytes  # its old home, still imported from here
 from app.models import Dataset, DatasetRow
 
 BATCH_ROWS = 1000

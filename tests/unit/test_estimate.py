@@ -57,6 +57,11 @@ def test_memory_by_adapter_at_7b() -> None:
     assert 3.9 * GIB < qlora["weights"] < 4.6 * GIB
     assert qlora["weight_dtype"] == "nf4/fp4"
     eight = memory(adapter="qlora", quantization_bits=8)
+    assert full["reference_model"] == 0  # SFT has no reference model
+    dpo_full = memory(adapter="full", method="dpo")
+    assert dpo_full["reference_model"] == 2 * arch.total_params  # TRL's frozen copy
+    assert dpo_full["total"] > full["total"]
+    assert memory(adapter="lora", method="dpo")["reference_model"] == 0  # adapter switched off
     assert qlora["weights"] < eight["weights"] < memory(adapter="lora")["weights"]
     assert (
         memory(adapter="lora", gradient_checkpointing=True)["activations"]

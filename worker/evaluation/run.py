@@ -163,7 +163,7 @@ def evaluate(evaluation_id: int) -> dict[str, Any]:
     plan = load_plan(evaluation_id)
     print(f"evaluating {plan.label} on {len(plan.rows)} rows: {', '.join(plan.metrics)}")
     results = {"model": plan.label, "dataset_kind": plan.dataset_kind, **measure(plan)}
-    with session_scope() as session:  # only while it runs: a cancelled evaluation stays so
+    with session_scope() as session:  # only while it runs: a failed evaluation stays failed
         move(session, Evaluation, evaluation_id, to=None, from_=JobStatus.running, results=results)
     summary = {m: results[m] for m in plan.metrics if m in results}
     print(f"results: {summary}", flush=True)

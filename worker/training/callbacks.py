@@ -39,14 +39,17 @@ def _finite_or_none(value: object) -> float | None:
 
 
 class StudioCallback(TrainerCallback):
-    def __init__(self, job_id: int, jobs_root: Path) -> None:
+    def __init__(self, job_id: int, attempt: int, jobs_root: Path) -> None:
         self.job_id = job_id
+        self.attempt = attempt
         self.jobs_root = jobs_root
         self._last_cancel_check = 0.0
 
     def _write(self, session: Session, **values: object) -> None:
-        """Progress on the job row, only while it runs (a requeued or ended job keeps its own)."""
-        move(session, Job, self.job_id, to=None, from_=JobStatus.running, **values)
+        """Progress on the job row, only while this attempt runs (a requeued job's next attempt
+        and an ended job keep their own)."""
+        running = JobStatus.running
+        move(session, Job, self.job_id, to=None, from_=running, attempt=self.attempt, **values)
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object

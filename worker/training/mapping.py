@@ -13,7 +13,7 @@ from typing import Any
 from transformers import EarlyStoppingCallback, TrainingArguments
 from trl import SFTConfig
 
-from app.methods import get_method
+from app.methods import METHODS, get_method
 from app.spec import TrainingSpec
 from worker.training.adapters import (
     ADAPTER_FIELDS,
@@ -79,28 +79,17 @@ EARLY_STOPPING_FIELDS = ("early_stopping_patience", "early_stopping_threshold")
 EARLY_STOPPING_METRIC = "eval_loss"
 
 
-# Method knobs, each passed to the configs of the methods whose ``fields`` (``app.methods``) list
-# it, by that method's ``config_kwargs`` (``worker.training.methods``).
-METHOD_CONFIG_FIELDS = (
-    "beta",
-    "loss_type",
-    "label_smoothing",
-    "desirable_weight",
-    "undesirable_weight",
-    "simpo_gamma",
-    "cpo_alpha",
-    "center_rewards_coefficient",
-    "num_generations",
-    "max_completion_length",
-    "temperature",
-    "kl_coef",
-    "cliprange",
-    "vf_coef",
-    "num_ppo_epochs",
-)
 # Spec fields the studio reads to build the reward side of online RL (worker.training.rl): rule
 # reward functions, a reward run's checkpoint or a registered reward model.
 REWARD_FIELDS = ("reward_functions", "reward_checkpoint_id", "reward_model")
+# Method knobs: every field the method table (``app.methods``) gives a method that is not
+# handled above, passed to the configs of the methods that list it by each one's
+# ``config_kwargs`` (``worker.training.methods``).
+METHOD_CONFIG_FIELDS = tuple(
+    name
+    for name in dict.fromkeys(f for method in METHODS.values() for f in method.fields)
+    if name not in (*ENCODER_FIELDS, *RULE_MAPPED_FIELDS, *REWARD_FIELDS)
+)
 # The TRL config class of each method (SFTTrainer trains pretrain on the "text" column).
 METHOD_CONFIGS: dict[str, type[TrainingArguments]] = {
     name: method.config for name, method in WORKER_METHODS.items()

@@ -127,6 +127,7 @@ def train(job_id: int) -> None:
         job = session.get(Job, job_id)
         assert job is not None, f"job {job_id} does not exist"
         spec = TrainingSpec.model_validate(job.spec)
+        attempt = job.attempt  # progress is written only while this attempt runs
         model_path = Path(job.base_model.path)
         chat_template, dataset_id, eval_id = job.chat_template, job.dataset_id, job.eval_dataset_id
         chain = lineage_stages(session, job, settings.jobs_dir)  # chaining: the parent's weights
@@ -166,7 +167,7 @@ def train(job_id: int) -> None:
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=peft_config(spec, model_path),
-        callbacks=[StudioCallback(job_id, settings.jobs_dir), *health.callbacks()],
+        callbacks=[StudioCallback(job_id, attempt, settings.jobs_dir), *health.callbacks()],
         **entry.trainer_extras(spec, reward_dir, tokenizer),
     )
     if not get_method(spec.method).generates:  # RL trainers batch generations, not dataset rows
@@ -197,7 +198,8 @@ def train(job_id: int) -> None:
                 stop_check=stop_check,
             )
         )
-        move(session, Job, job_id, to=None, from_=JobStatus.running, stop_check=stop_check)
+        running = JobStatus.running
+        move(session, Job, job_id, to=None, from_=running, attempt=attempt, stop_check=stop_check)
 
 
 def check_stopping(

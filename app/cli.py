@@ -26,6 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, default=8000)
     worker = sub.add_parser("worker", help="a Celery worker that runs training jobs")
     worker.add_argument("--queues", default=None, help="comma-separated queues (default: settings)")
+    worker.add_argument(
+        "--devices",
+        default=None,
+        help="the devices this worker owns: auto (every GPU it sees, else the CPU), cpu, or CUDA "
+        "indices such as 0 or 0,1; its training processes see only those "
+        "(default: FTSTUDIO_WORKER_DEVICES, else auto)",
+    )
+    worker.add_argument(
+        "--device-class",
+        default=None,
+        help="the device class the worker registers (default: FTSTUDIO_WORKER_DEVICE_CLASS, "
+        "else the detected device name)",
+    )
 
     token = sub.add_parser("token", help="API tokens").add_subparsers(
         dest="token_command", required=True
@@ -126,7 +139,25 @@ def worker_command(queues: str | None = None) -> list[str]:
     ]
 
 
+def worker_environment(devices: str | None, device_class: str | None) -> dict[str, str]:
+    """The FTSTUDIO_* variables ``--devices``/``--device-class`` set for the worker process
+    (checked here, so a bad value stops the command before Celery starts)."""
+    from app.worker_registry import parse_devices
+
+    env: dict[str, str] = {}
+    if devices is not None:
+        try:
+            parse_devices(devices)
+        except ValueError as exc:
+            sys.exit(str(exc))
+        env["FTSTUDIO_WORKER_DEVICES"] = devices.strip().lower()
+    if device_class is not None:
+        env["FTSTUDIO_WORKER_DEVICE_CLASS"] = device_class
+    return env
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
+    os.environ.update(worker_environment(args.devices, args.device_class))
     os.execv(sys.executable, worker_command(args.queues))
 
 

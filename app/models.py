@@ -362,3 +362,25 @@ class ArenaPair(Base):
     b_generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
     choice: Mapped[str | None] = mapped_column(String(10), doc="a | b | tie | both_bad")
     voted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Worker(Base):
+    """A training worker as it last said (its heartbeat): where it runs, the devices it owns,
+    and whether it is busy with a job. Written by the worker only (``app.workers``)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True, doc="Celery's hostname")
+    host: Mapped[str] = mapped_column(String(255))
+    device_class: Mapped[str] = mapped_column(String(200), doc='"NVIDIA H100 80GB HBM3" or "cpu"')
+    devices: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, doc='[{"index": 0, "name": ..., "memory_bytes": ...}]'
+    )
+    busy: Mapped[bool] = mapped_column(Boolean, default=False)
+    job_id: Mapped[int | None] = mapped_column(Integer, doc="the job it runs (no foreign key)")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="set when it shut down cleanly"
+    )

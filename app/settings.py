@@ -25,6 +25,18 @@ class Settings(BaseSettings):
         default="", description="Signs browser sessions; empty: one per data_dir."
     )
     queue: str = Field(default="gpu", description="Celery queue the worker consumes.")
+    worker_devices: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|\d+(,\d+)*)$",
+        description="The devices a worker owns: 'auto' (every GPU it sees, else the CPU), 'cpu', "
+        "or CUDA indices such as '0' or '0,1'; its training processes see only those.",
+    )
+    worker_device_class: str = Field(
+        default="",
+        max_length=200,
+        description="The worker's device class (empty: the detected device name, e.g. "
+        "'NVIDIA H100 80GB HBM3' or 'cpu').",
+    )
     max_upload_bytes: int = Field(default=512 * 1024 * 1024)
     models_dir: Path | None = Field(default=None, description="Default: data_dir/models.")
     heartbeat_seconds: float = 5.0

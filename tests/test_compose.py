@@ -158,3 +158,39 @@ def test_dockerfile_default_cmd_is_web():
     argv = _dockerfile_cmd()
     assert argv[:2] == ["ftstudio", "web"], argv
     assert "web" in _cli_subcommands()
+
+
+def _worker_services(compose: dict) -> dict[str, dict]:
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if _as_argv(service.get("command") or ["-"])[1:2] == ["worker"]
+    }
+
+
+def test_workers_own_their_devices(compose):
+    """Every worker says which devices it owns (a valid --devices value); the default worker
+    takes them all, the per-GPU examples one each, and no two per-GPU workers share one."""
+    from app.worker_registry import parse_devices
+
+    workers = _worker_services(compose)
+    assert "worker" in workers and len(workers) >= 3, sorted(workers)
+    owned: dict[int, str] = {}
+    for name, service in workers.items():
+        env = service.get("environment") or {}
+        assert isinstance(env, dict), f"{name}: environment as a mapping, please"
+        value = str(env.get("FTSTUDIO_WORKER_DEVICES", ""))
+        assert value, f"{name}: no FTSTUDIO_WORKER_DEVICES"
+        plan = parse_devices(value)
+        # the merged environment still carries the shared settings
+        assert env.get("FTSTUDIO_DATABASE_URL") and env.get("FTSTUDIO_DATA_DIR") == "/data", name
+        if name == "worker":
+            assert plan.mode == "auto"
+            assert not service.get("profiles"), "the default worker must start by default"
+            continue
+        assert plan.mode == "indices", f"{name}: {value!r}"
+        assert service.get("profiles"), f"{name}: an example must not start by default"
+        for index in plan.indices:
+            assert index not in owned, f"{name} and {owned[index]} both own GPU {index}"
+            owned[index] = name
+    assert sorted(owned) == list(range(len(owned))), owned

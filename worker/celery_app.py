@@ -11,6 +11,8 @@ logger = logging.getLogger(__name__)
 celery = make_celery(get_settings())
 celery.conf.include = ["worker.tasks"]
 
+import worker.registration  # noqa: E402, F401  (registers the worker's devices and heartbeat)
+
 
 @worker_ready.connect
 def _requeue_jobs_of_lost_workers(**_: object) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.settings import get_settings
+from worker.registration import child_device_env
 
 
 @dataclass
@@ -61,6 +62,7 @@ def run_child(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     error_path.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.update(child_device_env())  # the child sees only the devices this worker owns
     with log_path.open("ab") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", module, *args, str(error_path)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from app.db import session_scope
 from app.jobs import cancel_requested, transition
@@ -11,7 +12,8 @@ from app.settings import get_settings
 from app.states import ACTIVE, move, move_where
 from worker.celery_app import celery
 from worker.evaluation.supervise import supervise_evaluation
-from worker.supervise import run_child, run_unattended
+from worker.registration import set_current_job
+from worker.supervise import ChildResult, run_child, run_unattended
 
 
 @celery.task(name="worker.tasks.run_job")
@@ -34,16 +36,11 @@ def run_job(job_id: int) -> str:
             return "skipped"
 
     job_dir = settings.jobs_dir / str(job_id)
-    result = run_child(
-        "worker.training.run",
-        [str(job_id)],
-        log_path=job_dir / "train.log",
-        error_path=job_dir / "error.txt",
-        heartbeat=lambda: _heartbeat(job_id, attempt),
-        should_cancel=lambda: _cancel_requested(job_id),
-        heartbeat_seconds=settings.heartbeat_seconds,
-        cancel_grace_seconds=settings.cancel_grace_seconds,
-    )
+    set_current_job(job_id)
+    try:
+        result = _train(job_id, attempt, job_dir)
+    finally:
+        set_current_job(None)
     with session_scope() as session:
         if result.cancelled:
             status = JobStatus.cancelled
@@ -54,6 +51,20 @@ def run_job(job_id: int) -> str:
             session, job_id, to=status, from_=[JobStatus.running], attempt=attempt, error=error
         )
     return status.value
+
+
+def _train(job_id: int, attempt: int, job_dir: Path) -> ChildResult:
+    settings = get_settings()
+    return run_child(
+        "worker.training.run",
+        [str(job_id)],
+        log_path=job_dir / "train.log",
+        error_path=job_dir / "error.txt",
+        heartbeat=lambda: _heartbeat(job_id, attempt),
+        should_cancel=lambda: _cancel_requested(job_id),
+        heartbeat_seconds=settings.heartbeat_seconds,
+        cancel_grace_seconds=settings.cancel_grace_seconds,
+    )
 
 
 @celery.task(name="worker.tasks.run_export")

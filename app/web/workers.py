@@ -1,32 +1,53 @@
-"""Workers and the queue: which jobs wait in what order, and which workers are online."""
+"""Workers and the queue: which jobs wait in what order, and what each worker owns and does."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
-from app import broker, run_queue
+from app import run_queue, worker_registry
 from app.queries import queued_jobs
-from app.web.deps import CurrentUser, SessionDep, SettingsDep
+from app.web.deps import CurrentUser, PageUser, SessionDep, SettingsDep
+from app.web.rendering import render
 
-router = APIRouter(prefix="/api", tags=["workers"])
+api = APIRouter(prefix="/api", tags=["workers"])
+pages = APIRouter(include_in_schema=False)
+
+# A worker beats every heartbeat_seconds; this many missed beats and it counts as offline.
+MISSED_BEATS = 12
 
 
-@router.get("/queue")
+def _workers(session, settings, user) -> list[dict]:
+    return worker_registry.workers_view(session, user, settings.heartbeat_seconds * MISSED_BEATS)
+
+
+@api.get("/queue")
 def get_queue(session: SessionDep, user: CurrentUser) -> dict:
     """Queued jobs in the order workers take them; yours with their position in the queue."""
     entries = run_queue.queue_entries(session, user)
     return {"total_queued": len(queued_jobs(session)), "jobs": entries}
 
 
-@router.get("/workers")
-def get_workers(session: SessionDep, settings: SettingsDep, user: CurrentUser) -> dict:
-    """Workers online. Celery's broadcast answers where the broker has one (Redis); the
-    embedded filesystem broker has none, so the database's record of jobs answers instead."""
-    source, found = "celery", None
-    if not settings.is_embedded_broker:
-        found = run_queue.workers_from_celery(broker.get_celery())
-    if found is None:
-        source = "database"
-        found = run_queue.workers_from_database(session, settings.heartbeat_seconds * 12)
-    run_queue.hide_others_jobs(session, user, found)
-    return {"source": source, "workers": found}
+@api.get("/workers")
+def get_workers(session: SessionDep, settings: SettingsDep, user: CurrentUser) -> list[dict]:
+    """Every registered worker (online first): host, devices, device class, busy and its job.
+    ``job_id`` is shown to the job's owner only; others see the worker busy."""
+    return _workers(session, settings, user)
+
+
+@pages.get("/workers")
+def workers_page(
+    request: Request, session: SessionDep, settings: SettingsDep, user: PageUser
+) -> Response:
+    context = {
+        "user": user,
+        "workers": _workers(session, settings, user),
+        "queue": run_queue.queue_entries(session, user),
+        "total_queued": len(queued_jobs(session)),
+    }
+    return render(request, "workers.html", context)
+
+
+router = APIRouter()
+router.include_router(api)
+router.include_router(pages)

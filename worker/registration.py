@@ -1,0 +1,152 @@
+"""The worker's own devices and its heartbeat in the ``workers`` table.
+
+``ftstudio worker --devices auto|cpu|0|0,1`` (``FTSTUDIO_WORKER_DEVICES``) names the devices the
+worker owns. Its training, export and evaluation processes see only those
+(``CUDA_VISIBLE_DEVICES`` in their environment, empty for ``cpu``); ``auto`` leaves the
+environment as it is (every GPU this process sees, or the CPU when there is none). When the
+worker is ready it detects what it owns (``worker.devices.detect_devices``: torch, here in the
+worker and never in ``app``), registers it, and a thread beats every ``heartbeat_seconds`` with
+its busy state and current job until it shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+
+from app import worker_registry
+from app.db import session_scope
+from app.settings import get_settings
+from worker.devices import DeviceInfo, detect_devices, host_memory_bytes
+
+logger = logging.getLogger(__name__)
+
+
+def child_device_env() -> dict[str, str]:
+    """What a child process's environment gets so it sees only the worker's devices."""
+    visible = worker_registry.parse_devices(get_settings().worker_devices).cuda_visible_devices()
+    return {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+
+
+def owned_devices() -> list[dict[str, Any]]:
+    """The devices this worker owns, as registered: [{index, name, memory_bytes}]. ``index`` is
+    the host's CUDA index (what ``--devices`` names), None for the CPU."""
+    plan = worker_registry.parse_devices(get_settings().worker_devices)
+    if plan.mode == worker_registry.CPU:
+        found = [DeviceInfo.cpu(host_memory_bytes(), os.cpu_count())]
+    else:
+        visible = plan.cuda_visible_devices()
+        if visible is not None:  # before torch initialises CUDA in this process
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
+        found = detect_devices()
+    if plan.mode == "indices" and not any(d.is_cuda for d in found):
+        logger.error(
+            "--devices %s names CUDA devices but torch sees none here: registering the CPU",
+            get_settings().worker_devices,
+        )
+    host_indices = _host_indices(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    devices = []
+    for position, device in enumerate(found):
+        index = None
+        if device.is_cuda:
+            index = host_indices[position] if position < len(host_indices) else device.index
+        devices.append({"index": index, "name": device.name, "memory_bytes": device.memory_bytes})
+    return devices
+
+
+def _host_indices(visible: str | None) -> list[int]:
+    if not visible:
+        return []
+    parts = [part.strip() for part in visible.split(",")]
+    return [int(part) for part in parts] if all(p.isdigit() for p in parts) else []
+
+
+def device_class(devices: list[dict[str, Any]]) -> str:
+    """The configured class, else the first device's name ("cpu" for the CPU)."""
+    configured = get_settings().worker_device_class.strip()
+    if configured:
+        return configured
+    return str(devices[0]["name"]) if devices else "cpu"
+
+
+class _Registration:
+    """This worker's name, devices and current job; the heartbeat thread writes them."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.devices: list[dict[str, Any]] = []
+        self.device_class = "cpu"
+        self.job_id: int | None = None
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def beat(self, *, started: bool = False) -> None:
+        if self.name is None:
+            return
+        with self.lock:
+            job_id = self.job_id
+        try:
+            with session_scope() as session:
+                worker_registry.heartbeat(
+                    session,
+                    self.name,
+                    host=socket.gethostname(),
+                    device_class=self.device_class,
+                    devices=self.devices,
+                    busy=job_id is not None,
+                    job_id=job_id,
+                    started=started,
+                )
+        except Exception:  # a database hiccup must not stop the worker; the next beat retries
+            logger.exception("worker heartbeat failed")
+
+    def _loop(self) -> None:
+        while not self.stop.wait(get_settings().heartbeat_seconds):
+            self.beat()
+
+    def start(self, name: str) -> None:
+        self.devices = owned_devices()
+        self.device_class = device_class(self.devices)
+        self.name = name
+        self.beat(started=True)
+        self.thread = threading.Thread(target=self._loop, name="ftstudio-heartbeat", daemon=True)
+        self.thread.start()
+        logger.info("worker %s owns %s (%s)", name, self.devices, self.device_class)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        if self.name is not None:
+            try:
+                with session_scope() as session:
+                    worker_registry.stopped(session, self.name)
+            except Exception:
+                logger.exception("could not mark worker %s stopped", self.name)
+
+
+registration = _Registration()
+
+
+def set_current_job(job_id: int | None) -> None:
+    """Called by the training task as it takes a job (and with None when it ends)."""
+    with registration.lock:
+        registration.job_id = job_id
+    registration.beat()
+
+
+@worker_ready.connect
+def _register(sender: Any = None, **_: object) -> None:
+    name = getattr(sender, "hostname", None) or f"worker@{socket.gethostname()}"
+    registration.start(name)
+
+
+@worker_shutdown.connect
+def _unregister(**_: object) -> None:
+    registration.shutdown()

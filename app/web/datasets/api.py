@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from app.access import get_owned
 from app.data.browse import page_rows
 from app.data.errors import ImportRefused
-from app.data.stats import StatsRequestError, dataset_stats
 from app.data.rows import row_bytes
+from app.data.stats import StatsRequestError, dataset_stats
 from app.data.versions import ancestors, children, ensure_content_hash, iter_rows
 from app.db import get_sessionmaker
 from app.models import Dataset

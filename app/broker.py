@@ -9,6 +9,8 @@ from functools import lru_cache
 
 from celery import Celery
 
+from app.models import Job
+from app.routing import job_queue
 from app.settings import Settings, get_settings
 
 RUN_JOB_TASK = "worker.tasks.run_job"
@@ -53,8 +55,10 @@ def get_celery() -> Celery:
     return make_celery(get_settings())
 
 
-def enqueue_job(job_id: int) -> None:
-    get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=get_settings().queue)
+def enqueue_job(job: Job) -> None:
+    """Send a training job to the queue of its device class and count (``app.routing``)."""
+    queue = job_queue(get_settings().queue, job)
+    get_celery().send_task(RUN_JOB_TASK, args=[job.id], queue=queue)
 
 
 def enqueue_export(export_id: int) -> None:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app import chaining, states
+from app import chaining, routing, states
 from app.access import NotFound, get_owned, get_owned_checkpoint
 from app.architecture import check_against_model
 from app.chat import library as chat_library
@@ -97,6 +97,7 @@ class JobRequest(TypedDict, total=False):
     eval_dataset_id: int | None
     parent_checkpoint_id: int | None
     chat_template_id: int | None
+    device_class: str | None
 
 
 def create_job(
@@ -121,6 +122,7 @@ def create_job(
         chat_template_version_id=template.id,
         max_steps=spec.max_steps if spec.max_steps > 0 else None,
         parent_checkpoint_id=parent_checkpoint_id,
+        device_class=request.get("device_class") or None,
     )
     session.add(job)
     session.flush()
@@ -139,6 +141,7 @@ def validate_request(
     eval_dataset_id: int | None = None,
     parent_checkpoint_id: int | None = None,
     chat_template_id: int | None = None,
+    device_class: str | None = None,
     **_: Any,
 ) -> tuple[TrainingSpec, BaseModel, Dataset]:
     """The spec, base model and dataset of a job request, or JobRequestError naming the fields:
@@ -177,6 +180,8 @@ def validate_request(
         raise JobRequestError(errors)
     if chat_template_id is not None:
         pinned_template(session, owner, model, chat_template_id, None)
+    if errors := routing.placement_errors(session, device_class or None, spec.num_devices):
+        raise JobRequestError(errors)
     return spec, model, dataset
 
 

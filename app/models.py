@@ -168,6 +168,9 @@ class Job(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     max_steps: Mapped[int | None] = mapped_column(Integer)
     worker: Mapped[str | None] = mapped_column(String(200))
+    device_class: Mapped[str | None] = mapped_column(
+        String(200), doc="the device class it asks for (None: any worker)"
+    )
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -376,6 +379,9 @@ class Worker(Base):
     device_class: Mapped[str] = mapped_column(String(200), doc='"NVIDIA H100 80GB HBM3" or "cpu"')
     devices: Mapped[list[dict[str, Any]]] = mapped_column(
         JSON, default=list, doc='[{"index": 0, "name": ..., "memory_bytes": ...}]'
+    )
+    max_devices: Mapped[int] = mapped_column(
+        Integer, default=1, doc="the most devices one job may ask of it (cores on a CPU worker)"
     )
     busy: Mapped[bool] = mapped_column(Boolean, default=False)
     job_id: Mapped[int | None] = mapped_column(Integer, doc="the job it runs (no foreign key)")

@@ -21,9 +21,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.access import owned
+from app.launch import LAUNCH_FILE, launch_plan
 from app.models import BaseModel, Job, JobEvent, JobStatus, Metric, User
 from app.queries import job_metrics
 from app.serialize import job_event_json, metric_json
+from app.spec import TrainingSpec
 
 # Columns every metric row has; other numeric keys come from the row's `values`.
 BASE_COLUMNS = ("id", "step", "epoch", "loss", "learning_rate", "grad_norm", "num_tokens")
@@ -192,6 +194,16 @@ def trainer_config(jobs_dir: Path, job: Job) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def launch(jobs_dir: Path, job: Job) -> dict[str, Any]:
+    """How the run's processes are launched: the plan its worker kept in the job's folder, or,
+    before a worker took it, the plan its spec gives (the backend is the worker's to choose)."""
+    path = jobs_dir / str(int(job.id)) / LAUNCH_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return launch_plan(TrainingSpec.model_validate(job.spec))
 
 
 # --- CSV ---------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "dataset_id": job.dataset_id,
         "eval_dataset_id": job.eval_dataset_id,
         "hyperparameters": job.spec,
+        "device_class": job.device_class,
         "spec_version": job.spec_version,
         "chat_template": job.chat_template,
         "chat_template_version_id": job.chat_template_version_id,

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.resolve()
 
     @property
+    def worker_offline_seconds(self) -> float:
+        """A worker that has not beaten for this long (12 missed beats) counts as offline."""
+        return self.heartbeat_seconds * 12
+
+    @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'studio.db'}"
 

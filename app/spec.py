@@ -30,6 +30,7 @@ Optimizer = Literal[
     "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adafactor"
 ]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
+DistributedStrategy = Literal["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 
 DpoLossType = Literal[
@@ -170,6 +171,23 @@ class TrainingSpec(BaseModel):
         "auto",
         "Compute precision on a GPU: auto (bf16 where supported), bf16, fp16 (with loss "
         "scaling) or fp32. CPU runs always compute in fp32.",
+    )
+    num_devices: int = knob(
+        1,
+        "Devices one run trains on, one process each: GPUs of one worker, or processes on a "
+        "CPU worker (up to its cores). Each device takes per_device_train_batch_size rows a "
+        "step, so the batch per optimizer step grows with it.",
+        "devices",
+        ge=1,
+        le=64,
+    )
+    distributed_strategy: DistributedStrategy = knob(
+        "ddp",
+        "With num_devices > 1: ddp (a full copy of the model per device, gradients averaged), "
+        "fsdp (parameters, gradients and optimizer state sharded; saved whole), "
+        "deepspeed_zero2 (optimizer state and gradients sharded) or deepspeed_zero3 "
+        "(parameters too; weights gathered when saved).",
+        "devices",
     )
     neftune_noise_alpha: float = knob(
         0.0,

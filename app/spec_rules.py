@@ -24,7 +24,22 @@ def conflicts(spec: TrainingSpec) -> Problems:
         *_adapter_conflicts(spec),
         *_method_conflicts(spec),
         *_early_stopping_conflicts(spec),
+        *_device_conflicts(spec),
     ]
+
+
+def _device_conflicts(spec: TrainingSpec) -> Problems:
+    """A strategy is how several devices share a run: one device has none to choose; sharding
+    a 4/8-bit base (QLoRA) is not supported by these engines' plain configs."""
+    if spec.num_devices == 1:
+        if spec.distributed_strategy != "ddp":
+            reason = "applies only with num_devices > 1: leave it at ddp, or ask for more devices"
+            return [("distributed_strategy", reason)]
+        return []
+    if spec.adapter == "qlora" and spec.distributed_strategy != "ddp":
+        reason = "QLoRA's quantized base cannot be sharded here: use ddp (a copy per device)"
+        return [("distributed_strategy", reason)]
+    return []
 
 
 def _inapplicable_knobs(spec: TrainingSpec) -> Problems:

@@ -56,6 +56,7 @@ def heartbeat(
     host: str,
     device_class: str,
     devices: list[dict[str, Any]],
+    max_devices: int = 1,
     busy: bool,
     job_id: int | None,
     started: bool = False,
@@ -69,6 +70,7 @@ def heartbeat(
     elif started:
         row.started_at = now
     row.host, row.device_class, row.devices = host, device_class, devices
+    row.max_devices = max_devices
     row.busy, row.job_id, row.last_seen, row.stopped_at = busy, job_id, now, None
     session.flush()
 
@@ -84,6 +86,13 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def is_online(row: Worker, stale_after_seconds: float, now: datetime | None = None) -> bool:
+    """Running and beating: not shut down, and seen within ``stale_after_seconds``."""
+    now = now or datetime.now(UTC)
+    fresh = now - _aware(row.last_seen) <= timedelta(seconds=stale_after_seconds)
+    return row.stopped_at is None and fresh
+
+
 def workers_view(session: Session, user: User, stale_after_seconds: float) -> list[dict[str, Any]]:
     """Every registered worker, online first: its devices, busy state and job. Another user's
     job id is hidden (the worker shows busy only)."""
@@ -95,7 +104,7 @@ def workers_view(session: Session, user: User, stale_after_seconds: float) -> li
     for row in rows:
         last_seen = _aware(row.last_seen)
         fresh = now - last_seen <= timedelta(seconds=stale_after_seconds)
-        online = row.stopped_at is None and fresh
+        online = is_online(row, stale_after_seconds, now)
         busy = bool(row.busy) and online
         result.append(
             {

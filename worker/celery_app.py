@@ -22,12 +22,15 @@ def _requeue_jobs_of_lost_workers(**_: object) -> None:
     from app.broker import enqueue_job
     from app.db import session_scope
     from app.jobs import reap_job, stale_jobs
-    from app.models import JobStatus
+    from app.models import Job, JobStatus
+    from worker.job_processes import stop_job_processes
 
     settings = get_settings()
     with session_scope() as session:
         stale = stale_jobs(session, timedelta(seconds=settings.heartbeat_seconds * 12))
     for job_id, attempt in stale:
+        # Its processes (every one of a multi-process run) are gone before it is requeued.
+        stop_job_processes(job_id, attempt)
         try:
             with session_scope() as session:  # one job's failure leaves the others reaped
                 moved = reap_job(session, job_id, attempt)
@@ -35,4 +38,7 @@ def _requeue_jobs_of_lost_workers(**_: object) -> None:
             logger.exception("could not reap job %s", job_id)
             continue
         if moved.get(job_id) == JobStatus.queued:
-            enqueue_job(job_id)
+            with session_scope() as session:
+                job = session.get(Job, job_id)
+                if job is not None:
+                    enqueue_job(job)

@@ -49,9 +49,20 @@ def is_adapter(path: Path) -> bool:
     return (path / ADAPTER_CONFIG).is_file()
 
 
-def training_dtype(use_cpu: bool) -> Dtype:
-    """Training and merging for training: float32 on CPU, the weights' own dtype on a GPU."""
-    return torch.float32 if use_cpu else "auto"
+def training_dtype(
+    use_cpu: bool, precision: str | None = None, *, full_weights: bool = False
+) -> Dtype:
+    """The dtype weights are loaded in to train (and merged in for a chained start): float32 on
+    CPU or for fp32 runs; bfloat16 for bf16 runs; for fp16 runs float16 for a frozen base under
+    an adapter, float32 for weights trained whole (fp16 mixed precision keeps fp32 master weights
+    and scales the loss). Without a precision: the weights' own dtype on a GPU."""
+    if use_cpu or precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float32 if full_weights else torch.float16
+    return "auto"
 
 
 def inference_placement() -> tuple[str, torch.dtype]:

@@ -25,13 +25,15 @@ def run_child_main(
     *,
     oom_advice: str | None = None,
     argv: list[str] | None = None,
+    rank: int = 0,
 ) -> None:
     """Run ``work(*args)`` with the command line's arguments (the last one is the error file).
 
     With ``oom_advice``, running out of GPU memory is reported as "out of memory: <advice>" and
-    re-raised (the traceback is the log's); otherwise it is reported like any other error."""
+    re-raised (the traceback is the log's); otherwise it is reported like any other error.
+    In a multi-process run, the processes besides rank 0 write ``ERROR_FILE.rank<N>``."""
     *args, error_arg = sys.argv[1:] if argv is None else argv
-    error_file = Path(error_arg)
+    error_file = Path(error_arg if rank == 0 else f"{error_arg}.rank{rank}")
     try:
         work(*args)
     except torch.OutOfMemoryError as exc:

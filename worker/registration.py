@@ -17,9 +17,9 @@ import socket
 import threading
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 
-from app import worker_registry
+from app import routing, worker_registry
 from app.db import session_scope
 from app.settings import get_settings
 from worker.devices import DeviceInfo, detect_devices, host_memory_bytes
@@ -66,6 +66,17 @@ def _host_indices(visible: str | None) -> list[int]:
     return [int(part) for part in parts] if all(p.isdigit() for p in parts) else []
 
 
+def max_devices(devices: list[dict[str, Any]]) -> int:
+    """The most devices one job may ask of this worker: its GPUs, or on a CPU worker its cores
+    (one process each, over gloo)."""
+    gpus = [d for d in devices if d.get("index") is not None]
+    return len(gpus) if gpus else max(1, os.cpu_count() or 1)
+
+
+def owns_cuda() -> bool:
+    return any(d.get("index") is not None for d in registration.devices)
+
+
 def device_class(devices: list[dict[str, Any]]) -> str:
     """The configured class, else the first device's name ("cpu" for the CPU)."""
     configured = get_settings().worker_device_class.strip()
@@ -81,6 +92,7 @@ class _Registration:
         self.name: str | None = None
         self.devices: list[dict[str, Any]] = []
         self.device_class = "cpu"
+        self.max_devices = 1
         self.job_id: int | None = None
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -99,6 +111,7 @@ class _Registration:
                     host=socket.gethostname(),
                     device_class=self.device_class,
                     devices=self.devices,
+                    max_devices=self.max_devices,
                     busy=job_id is not None,
                     job_id=job_id,
                     started=started,
@@ -110,9 +123,14 @@ class _Registration:
         while not self.stop.wait(get_settings().heartbeat_seconds):
             self.beat()
 
-    def start(self, name: str) -> None:
+    def detect(self) -> None:
         self.devices = owned_devices()
         self.device_class = device_class(self.devices)
+        self.max_devices = max_devices(self.devices)
+
+    def start(self, name: str) -> None:
+        if not self.devices:
+            self.detect()
         self.name = name
         self.beat(started=True)
         self.thread = threading.Thread(target=self._loop, name="ftstudio-heartbeat", daemon=True)
@@ -139,6 +157,19 @@ def set_current_job(job_id: int | None) -> None:
     with registration.lock:
         registration.job_id = job_id
     registration.beat()
+
+
+@celeryd_after_setup.connect
+def _take_training_queues(sender: Any = None, instance: Any = None, **_: object) -> None:
+    """Before consuming: take the training queues of this worker's device class and of every
+    device count it can hold (``app.routing``), so it only receives jobs it can run."""
+    registration.detect()
+    base = get_settings().queue
+    for queue in routing.worker_queues(base, registration.device_class, registration.max_devices):
+        instance.app.amqp.queues.select_add(queue)
+    logger.info(
+        "worker takes jobs for up to %s x %s", registration.max_devices, registration.device_class
+    )
 
 
 @worker_ready.connect

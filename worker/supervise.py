@@ -6,11 +6,13 @@ for certain when it exits.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,14 +60,20 @@ def run_child(
     should_cancel: Callable[[], bool],
     heartbeat_seconds: float,
     cancel_grace_seconds: float,
+    launcher: Sequence[str] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> ChildResult:
+    """Run ``python [launcher...] -m module args... error_path`` in a new session and watch it.
+    ``launcher`` starts several processes (``-m torch.distributed.run ...``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    error_path.unlink(missing_ok=True)
+    for stale in (error_path, *error_path.parent.glob(f"{error_path.name}.rank*")):
+        stale.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.update(child_device_env())  # the child sees only the devices this worker owns
+    env.update(extra_env or {})
     with log_path.open("ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", module, *args, str(error_path)],
+            [sys.executable, *launcher, "-m", module, *args, str(error_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -81,19 +89,31 @@ def run_child(
             if cancel_seen_at is None and should_cancel():
                 cancel_seen_at = now
             if cancel_seen_at is not None and now - cancel_seen_at > cancel_grace_seconds:
-                child.terminate()  # the training loop did not stop by itself in time
-                try:
-                    child.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+                _terminate_group(child)  # the training loop did not stop by itself in time
             time.sleep(0.5)
     cancelled = cancel_seen_at is not None or should_cancel()
     return ChildResult(child.returncode, cancelled, _read_error(error_path, log_path))
 
 
+def _terminate_group(child: subprocess.Popen) -> None:
+    """SIGTERM the whole group (a launcher and its ranks), SIGKILL what is left after 10 s."""
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+
+
 def _read_error(error_path: Path, log_path: Path) -> str | None:
     if error_path.exists():
         return error_path.read_text()[:4000]
+    for rank_error in sorted(error_path.parent.glob(f"{error_path.name}.rank*")):
+        return rank_error.read_text()[:4000]  # rank 0 said nothing: another rank's reason
     if log_path.exists():
         tail = log_path.read_bytes()[-2000:].decode(errors="replace")
         return f"the training process exited unexpectedly; last output:\n{tail}"

@@ -7,13 +7,17 @@ from pathlib import Path
 
 from app.db import session_scope
 from app.jobs import cancel_requested, transition
+from app.launch import launch_plan
 from app.models import Comparison, Export, ExportStatus, Generation, Job, JobStatus, utcnow
 from app.settings import get_settings
+from app.spec import TrainingSpec
 from app.states import ACTIVE, move, move_where
 from worker.celery_app import celery
 from worker.evaluation.supervise import supervise_evaluation
-from worker.registration import set_current_job
+from worker.job_processes import MARKER_VARIABLE, marker, stop_job_processes
+from worker.registration import owns_cuda, set_current_job
 from worker.supervise import ChildResult, run_child, run_unattended
+from worker.training.distributed import write_launch
 
 
 @celery.task(name="worker.tasks.run_job")
@@ -24,6 +28,7 @@ def run_job(job_id: int) -> str:
         if job is None or job.status != JobStatus.queued:
             return "skipped"  # cancelled while queued, or already handled by another delivery
         attempt = job.attempt
+        spec = TrainingSpec.model_validate(job.spec)
         if not transition(
             session,
             job_id,
@@ -38,8 +43,9 @@ def run_job(job_id: int) -> str:
     job_dir = settings.jobs_dir / str(job_id)
     set_current_job(job_id)
     try:
-        result = _train(job_id, attempt, job_dir)
+        result = _train(job_id, attempt, job_dir, spec)
     finally:
+        stop_job_processes(job_id, attempt)  # no rank outlives the run (cancel, a crash)
         set_current_job(None)
     with session_scope() as session:
         if result.cancelled:
@@ -53,8 +59,13 @@ def run_job(job_id: int) -> str:
     return status.value
 
 
-def _train(job_id: int, attempt: int, job_dir: Path) -> ChildResult:
+def _train(job_id: int, attempt: int, job_dir: Path, spec: TrainingSpec) -> ChildResult:
+    """The training process, or with ``num_devices`` > 1 torchrun and one process per device,
+    by the launch plan kept in the job's folder."""
     settings = get_settings()
+    plan = launch_plan(spec, backend="nccl" if owns_cuda() else "gloo")
+    write_launch(job_dir, plan)
+    launcher = plan["config"]["launcher"] if plan["config"] else []
     return run_child(
         "worker.training.run",
         [str(job_id)],
@@ -64,6 +75,8 @@ def _train(job_id: int, attempt: int, job_dir: Path) -> ChildResult:
         should_cancel=lambda: _cancel_requested(job_id),
         heartbeat_seconds=settings.heartbeat_seconds,
         cancel_grace_seconds=settings.cancel_grace_seconds,
+        launcher=launcher,
+        extra_env={MARKER_VARIABLE: marker(job_id, attempt)},
     )
 
 

@@ -13,12 +13,9 @@ from app.web.rendering import render
 api = APIRouter(prefix="/api", tags=["workers"])
 pages = APIRouter(include_in_schema=False)
 
-# A worker beats every heartbeat_seconds; this many missed beats and it counts as offline.
-MISSED_BEATS = 12
-
 
 def _workers(session, settings, user) -> list[dict]:
-    return worker_registry.workers_view(session, user, settings.heartbeat_seconds * MISSED_BEATS)
+    return worker_registry.workers_view(session, user, settings.worker_offline_seconds)
 
 
 @api.get("/queue")

@@ -19,6 +19,7 @@ from worker.training.mapping import (
     ADAPTER_FIELDS,
     EARLY_STOPPING_FIELDS,
     ENCODER_FIELDS,
+    LAUNCH_FIELDS,
     METHOD_CONFIG_FIELDS,
     METHOD_CONFIGS,
     REWARD_FIELDS,
@@ -43,6 +44,7 @@ def test_every_spec_field_is_mapped_or_studio_only() -> None:
         METHOD_CONFIG_FIELDS,
         ADAPTER_FIELDS,
         EARLY_STOPPING_FIELDS,
+        LAUNCH_FIELDS,
         STUDIO_ONLY_FIELDS,
     ]
     mapped = set().union(*groups)
@@ -212,9 +214,15 @@ def test_optimizer_precision_neftune_packing_and_eval_steps_reach_the_config(tmp
     assert config.optim == "paged_adamw_8bit" and config.neftune_noise_alpha == 5.0
     assert config.eval_steps == 7 and config.packing and config.packing_strategy == "bfd"
     assert not config.fp16 and not config.bf16  # CPU computes in fp32 whatever the spec says
-    assert _precision_kwargs(spec, use_cpu=False) == {"bf16": False, "fp16": True}
-    assert _precision_kwargs(TrainingSpec(precision="bf16"), use_cpu=False)["bf16"] is True
-    assert _precision_kwargs(TrainingSpec(), use_cpu=False) == {"bf16": None}
+    assert _precision_kwargs(spec, False, None) == {"bf16": False, "fp16": True}
+    assert _precision_kwargs(TrainingSpec(precision="bf16"), False, None)["bf16"] is True
+    assert _precision_kwargs(TrainingSpec(), False, None) == {"bf16": None}
+    # what the device resolved (worker.devices) wins; CPU runs compute in fp32
+    assert _precision_kwargs(TrainingSpec(), False, "fp16") == {"bf16": False, "fp16": True}
+    assert _precision_kwargs(TrainingSpec(precision="bf16"), True, None) == {
+        "bf16": False,
+        "fp16": False,
+    }
     assert method_config(TrainingSpec(), tmp_path, has_eval=True, use_cpu=True).eval_steps == 5
     assert method_config(TrainingSpec(), tmp_path, use_cpu=True).eval_strategy == "no"
     with pytest.raises(ValidationError, match="neftune_noise_alpha"):

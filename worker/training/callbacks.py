@@ -21,7 +21,6 @@ from transformers import (
 )
 
 from app.db import session_scope
-from app.jobs import cancel_requested
 from app.models import Checkpoint, Job, JobEvent, JobStatus, Metric
 from app.runs import TRAINER_CONFIG_FILE
 from app.states import move
@@ -39,10 +38,17 @@ def _finite_or_none(value: object) -> float | None:
 
 
 class StudioCallback(TrainerCallback):
-    def __init__(self, job_id: int, attempt: int, jobs_root: Path) -> None:
+    def __init__(
+        self,
+        job_id: int,
+        attempt: int,
+        jobs_root: Path,
+        resolved_device: dict[str, object] | None = None,
+    ) -> None:
         self.job_id = job_id
         self.attempt = attempt
         self.jobs_root = jobs_root
+        self.resolved_device = resolved_device or {}
         self._last_cancel_check = 0.0
 
     def _write(self, session: Session, **values: object) -> None:
@@ -54,10 +60,13 @@ class StudioCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
     ) -> None:
+        if not state.is_world_process_zero:
+            return  # rank 0 alone writes to the studio
         with session_scope() as session:
             self._write(session, max_steps=state.max_steps)
-        if state.is_world_process_zero:
-            write_trainer_config(args, Path(args.output_dir) / TRAINER_CONFIG_FILE)
+        write_trainer_config(
+            args, Path(args.output_dir) / TRAINER_CONFIG_FILE, self.resolved_device
+        )
 
     def on_log(
         self,
@@ -68,7 +77,7 @@ class StudioCallback(TrainerCallback):
         **_: object,
     ) -> None:
         logs = logs or {}
-        if "train_runtime" in logs or not logs:
+        if not state.is_world_process_zero or "train_runtime" in logs or not logs:
             return  # the end-of-training summary repeats what is already stored
         named = {key: _finite_or_none(logs.get(key)) for key in NAMED_METRICS}
         numbers = {k: v for k, v in logs.items() if isinstance(v, int | float)}
@@ -84,6 +93,8 @@ class StudioCallback(TrainerCallback):
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
     ) -> None:
+        if not state.is_world_process_zero:
+            return
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         with session_scope() as session:
             session.add(
@@ -101,22 +112,37 @@ class StudioCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
     ) -> None:
         now = time.monotonic()
-        if now - self._last_cancel_check < CANCEL_POLL_SECONDS:
-            return
+        if not state.is_world_process_zero or now - self._last_cancel_check < CANCEL_POLL_SECONDS:
+            return  # the other ranks follow rank 0 (distributed.SyncStopCallback)
         self._last_cancel_check = now
         with session_scope() as session:
-            if cancel_requested(session, self.job_id):
+            if self._should_stop(session):
                 control.should_training_stop = True
                 control.should_save = False
+
+    def _should_stop(self, session: Session) -> bool:
+        """Cancelled, or no longer this attempt's to run: a lost worker's job was requeued, and
+        this process, left behind on another host, must not train on beside the next attempt."""
+        row = session.execute(
+            select(Job.cancel_requested, Job.status, Job.attempt).where(Job.id == self.job_id)
+        ).one_or_none()
+        if row is None:
+            return True
+        cancelled, status, attempt = row
+        return bool(cancelled) or status != JobStatus.running or attempt != self.attempt
 
     def _rel(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.jobs_root.resolve()))
 
 
-def write_trainer_config(args: TrainingArguments, path: Path) -> None:
-    """The TRL config as the trainer resolved it (defaults filled in), for the job page."""
+def write_trainer_config(
+    args: TrainingArguments, path: Path, resolved_device: dict[str, object] | None = None
+) -> None:
+    """The TRL config as the trainer resolved it (defaults filled in), for the job page, with
+    the device, precision and attention kernel the run chose (``worker.devices``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(args.to_dict(), indent=1, sort_keys=True, default=str))
+    config = {**args.to_dict(), **(resolved_device or {})}
+    path.write_text(json.dumps(config, indent=1, sort_keys=True, default=str))
 
 
 def record_alarms(job_id: int, alarms: Sequence[Alarm]) -> None:

@@ -15,6 +15,7 @@ from trl import SFTConfig
 
 from app.methods import METHODS, get_method
 from app.spec import TrainingSpec
+from worker.devices import precision_kwargs
 from worker.training.adapters import (
     ADAPTER_FIELDS,
     LORA_CONFIG_FIELDS,
@@ -29,6 +30,7 @@ __all__ = [
     "ADAPTER_FIELDS",
     "EARLY_STOPPING_FIELDS",
     "ENCODER_FIELDS",
+    "LAUNCH_FIELDS",
     "LORA_CONFIG_FIELDS",
     "METHOD_CONFIG_FIELDS",
     "REWARD_FIELDS",
@@ -73,6 +75,10 @@ ENCODER_FIELDS = ("assistant_only_loss", "completion_only_loss")
 SFT_CONFIG_RENAMED = {"gradient_checkpointing": "activation_checkpointing"}
 
 
+# Spec fields that say how the run's processes are launched: ``app.launch`` turns them into the
+# launcher's arguments and the strategy's TrainingArguments (``method_config``'s ``strategy``).
+LAUNCH_FIELDS = ("num_devices", "distributed_strategy")
+
 # Spec fields passed to transformers' EarlyStoppingCallback under the same name.
 EARLY_STOPPING_FIELDS = ("early_stopping_patience", "early_stopping_threshold")
 # What early stopping watches (and load_best_model_at_end keeps the best of).
@@ -88,7 +94,7 @@ REWARD_FIELDS = ("reward_functions", "reward_checkpoint_id", "reward_model")
 METHOD_CONFIG_FIELDS = tuple(
     name
     for name in dict.fromkeys(f for method in METHODS.values() for f in method.fields)
-    if name not in (*ENCODER_FIELDS, *RULE_MAPPED_FIELDS, *REWARD_FIELDS)
+    if name not in (*ENCODER_FIELDS, *RULE_MAPPED_FIELDS, *REWARD_FIELDS, *LAUNCH_FIELDS)
 )
 # The TRL config class of each method (SFTTrainer trains pretrain on the "text" column).
 METHOD_CONFIGS: dict[str, type[TrainingArguments]] = {
@@ -100,20 +106,26 @@ def evaluation_interval(spec: TrainingSpec) -> int:
     return spec.eval_steps or spec.logging_steps
 
 
-def _precision_kwargs(spec: TrainingSpec, use_cpu: bool) -> dict[str, Any]:
-    if use_cpu or spec.precision == "fp32":
-        return {"bf16": False, "fp16": False}
-    if spec.precision == "auto":
-        return {"bf16": None}  # transformers picks bf16 where the GPU supports it
-    return {"bf16": spec.precision == "bf16", "fp16": spec.precision == "fp16"}
+def _precision_kwargs(spec: TrainingSpec, use_cpu: bool, precision: str | None) -> dict[str, Any]:
+    """The mixed-precision flags for the precision the run resolved on its device
+    (``worker.devices.resolve_precision``); CPU runs compute in fp32."""
+    if use_cpu:
+        return precision_kwargs("fp32")
+    if precision is not None:
+        return precision_kwargs(precision)
+    if spec.precision == "auto":  # no device resolved it: transformers picks bf16 if supported
+        return {"bf16": None}
+    return precision_kwargs(spec.precision)
 
 
-def _run_kwargs(spec: TrainingSpec, has_eval: bool, use_cpu: bool) -> dict[str, Any]:
+def _run_kwargs(
+    spec: TrainingSpec, has_eval: bool, use_cpu: bool, precision: str | None
+) -> dict[str, Any]:
     """The rule-mapped knobs (RULE_MAPPED_FIELDS)."""
     kwargs: dict[str, Any] = {
         "eval_strategy": "steps" if has_eval else "no",
         "eval_steps": evaluation_interval(spec) if has_eval else None,
-        **_precision_kwargs(spec, use_cpu),
+        **_precision_kwargs(spec, use_cpu, precision),
     }
     if "neftune_noise_alpha" in get_method(spec.method).fields and spec.neftune_noise_alpha > 0:
         kwargs["neftune_noise_alpha"] = spec.neftune_noise_alpha
@@ -148,15 +160,24 @@ def early_stopping_callback(spec: TrainingSpec, has_eval: bool) -> EarlyStopping
 
 
 def method_config(
-    spec: TrainingSpec, output_dir: Path, *, has_eval: bool = False, use_cpu: bool = False
+    spec: TrainingSpec,
+    output_dir: Path,
+    *,
+    has_eval: bool = False,
+    use_cpu: bool = False,
+    precision: str | None = None,
+    strategy: dict[str, Any] | None = None,
 ) -> TrainingArguments:
     """The TRL config of the spec's method: SFTConfig (sft, pretrain), DPOConfig, KTOConfig,
-    ORPOConfig, CPOConfig (simpo) or RewardConfig."""
+    ORPOConfig, CPOConfig (simpo) or RewardConfig. ``precision`` is the one resolved on the
+    device; ``strategy`` the distributed strategy's arguments (``app.launch``), for a run on
+    several devices."""
     kwargs: dict[str, Any] = {name: getattr(spec, name) for name in SFT_CONFIG_FIELDS}
     kwargs |= {theirs: getattr(spec, ours) for ours, theirs in SFT_CONFIG_RENAMED.items()}
     kwargs |= worker_method(spec).config_kwargs(spec)
     kwargs |= _early_stopping_kwargs(spec, has_eval)
-    kwargs |= _run_kwargs(spec, has_eval, use_cpu)
+    kwargs |= _run_kwargs(spec, has_eval, use_cpu, precision)
+    kwargs |= strategy or {}
     if get_method(spec.method).generates:  # prompts are as long as they are; answers have a cap
         del kwargs["max_length"]
     return worker_method(spec).config(

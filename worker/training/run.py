@@ -11,6 +11,7 @@ import json
 import shutil
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import prepare_model_for_kbit_training
@@ -28,11 +29,23 @@ from app.settings import get_settings
 from app.spec import TrainingSpec
 from app.states import move
 from worker.checkpoints import load_weights, materialize_start, training_dtype
-from worker.child import run_child_main
+from worker.child import ReportedFailure, run_child_main
+from worker.devices import detect_devices, resolved_device_config
 from worker.training.adapters import apply_freeze, freeze_plan
 from worker.training.batch_rows import watch_batches, with_row_indices
 from worker.training.callbacks import HealthCallback, StudioCallback
 from worker.training.chaining import START_DIR, lineage_stages, take_resume_dir
+from worker.training.distributed import (
+    SyncStopCallback,
+    agree,
+    barrier,
+    is_main,
+    local_rank,
+    main_first,
+    rank,
+    start_process_group,
+    trainer_arguments,
+)
 from worker.training.mapping import (
     early_stopping_callback,
     method_config,
@@ -71,17 +84,29 @@ def load_row_indices(dataset_id: int) -> list[int]:
 
 
 def load_model(
-    spec: TrainingSpec, model_path: Path, tokenizer: PreTrainedTokenizerBase, *, use_cpu: bool
+    spec: TrainingSpec,
+    model_path: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    use_cpu: bool,
+    precision: str = "fp32",
+    attention: str = "sdpa",
 ) -> PreTrainedModel:
     """The base model as the method and adapter need it: a causal LM, or for a reward model the
     same body with a new score head; quantized and prepared for k-bit training (qlora), with all
     but the last blocks frozen (freeze), or as is (full and peft adapters)."""
+    quantization = quantization_config(spec)
+    placement = {}
+    if quantization is not None and not use_cpu:  # each rank's quantized copy on its own GPU
+        placement["device_map"] = {"": local_rank()}
     model = load_weights(
         model_path,
         scores=is_reward_model(spec.method),
-        dtype=training_dtype(use_cpu),
+        dtype=training_dtype(use_cpu, precision, full_weights=spec.adapter in ("full", "freeze")),
         pad_token_id=tokenizer.pad_token_id,
-        quantization_config=quantization_config(spec),
+        quantization_config=quantization,
+        attn_implementation=attention,
+        **placement,
     )
     if spec.adapter == "qlora":
         model = prepare_model_for_kbit_training(
@@ -121,6 +146,17 @@ def record_parameters(model: torch.nn.Module, path: Path) -> dict:
     return record
 
 
+def resolve_device(spec: TrainingSpec, use_cpu: bool) -> dict[str, Any]:
+    """The device this process trains on and the precision and attention kernel it gets there
+    (``worker.devices``); a precision the device cannot do is refused with the reason."""
+    devices = detect_devices()
+    device = devices[0] if use_cpu else devices[local_rank() % len(devices)]
+    try:
+        return resolved_device_config(spec.precision, device)
+    except ValueError as exc:
+        raise ReportedFailure(str(exc)) from None
+
+
 def train(job_id: int) -> None:
     settings = get_settings()
     with session_scope() as session:
@@ -140,12 +176,21 @@ def train(job_id: int) -> None:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     use_cpu = not torch.cuda.is_available()
-    start_dir = settings.jobs_dir / str(job_id) / START_DIR
-    start_path = materialize_start(model_path, chain, start_dir, dtype=training_dtype(use_cpu))
+    start_process_group(use_cpu)  # several processes (num_devices > 1): join the others
+    resolved = resolve_device(spec, use_cpu)
+    precision, attention = resolved["precision"], resolved["attn_implementation"]
+    print(f"device {resolved['device']}: {precision}, attention {attention}", flush=True)
+    job_dir = settings.jobs_dir / str(job_id)
+    start_dir = job_dir / START_DIR
+    with main_first():  # rank 0 writes the chained start; the others read it
+        start_dtype = training_dtype(use_cpu, precision)
+        start_path = materialize_start(model_path, chain, start_dir, dtype=start_dtype)
     set_seed(spec.seed)  # a reward model's new score head is initialised while loading
-    model = load_model(spec, start_path, tokenizer, use_cpu=use_cpu)
+    model = load_model(
+        spec, start_path, tokenizer, use_cpu=use_cpu, precision=precision, attention=attention
+    )
 
-    output_dir = settings.jobs_dir / str(job_id) / "output"
+    output_dir = job_dir / "output"
     chat_format = ChatFormat(chat_template, model_tokens.special_tokens)
     encoder = RowEncoder.for_spec(spec, chat_format, model_tokens)
     train_ds = build_dataset(load_rows(dataset_id), spec, encoder)
@@ -154,26 +199,37 @@ def train(job_id: int) -> None:
     health = HealthCallback(
         job_id, early_stopping=early_stopping_callback(spec, eval_ds is not None)
     )
-    with session_scope() as session:  # PPO / GRPO: the model that scores the answers
+    with main_first(), session_scope() as session:  # PPO / GRPO: the model that scores answers
         reward_dir = reward_model_dir(session, spec, settings.jobs_dir, start_dir / "reward")
     # The trainers initialise the LoRA weights before Trainer seeds the RNGs: seed first, so the
     # same spec gives the same run.
     set_seed(spec.seed)
     entry = worker_method(spec)
+    args = method_config(
+        spec,
+        output_dir,
+        has_eval=eval_ds is not None,
+        use_cpu=use_cpu,
+        precision=precision,
+        strategy=trainer_arguments(job_dir),
+    )
+    studio = StudioCallback(job_id, attempt, settings.jobs_dir, resolved)
     trainer = entry.trainer(
         model=model,
-        args=method_config(spec, output_dir, has_eval=eval_ds is not None, use_cpu=use_cpu),
+        args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=peft_config(spec, model_path),
-        callbacks=[StudioCallback(job_id, attempt, settings.jobs_dir), *health.callbacks()],
+        callbacks=[studio, *health.callbacks(), SyncStopCallback()],
         **entry.trainer_extras(spec, reward_dir, tokenizer),
     )
     if not get_method(spec.method).generates:  # RL trainers batch generations, not dataset rows
         watch_batches(trainer, health.micro_batch)
-    shutil.rmtree(start_dir, ignore_errors=True)  # loaded (and any reference model with it)
-    record_parameters(trainer.model, output_dir / PARAMETERS_FILE)
+    barrier()  # every rank has loaded the start (and any reference model with it)
+    if is_main():
+        shutil.rmtree(start_dir, ignore_errors=True)
+        record_parameters(trainer.model, output_dir / PARAMETERS_FILE)
     # Resume: the trainer reloads the weights, optimizer, scheduler, RNG and global step.
     if not entry.resumes:
         trainer.train()
@@ -182,12 +238,19 @@ def train(job_id: int) -> None:
     health.raise_on_failure()  # a NaN loss: the run fails, no final model
 
     with session_scope() as session:
-        if cancel_requested(session, job_id):
-            return
+        cancelled = cancel_requested(session, job_id)
+    if agree(cancelled):  # every rank takes the same way: saving is collective under sharding
+        return
     final_dir = output_dir / "final"
-    trainer.save_model(str(final_dir))
+    trainer.save_model(str(final_dir))  # consolidated: FSDP full state dict, ZeRO-3 gathered
+    if not is_main():
+        return
     tokenizer.save_pretrained(str(final_dir))
-    stop_check = check_stopping(spec, trainer.model, encoder, load_rows(eval_id or dataset_id))
+    if spec.num_devices > 1 and spec.distributed_strategy in ("fsdp", "deepspeed_zero3"):
+        stop_check = {"error": "not run: the weights are sharded across the run's processes"}
+    else:
+        rows = load_rows(eval_id or dataset_id)
+        stop_check = check_stopping(spec, trainer.model, encoder, rows)
     with session_scope() as session:
         session.add(
             Checkpoint(
@@ -218,7 +281,7 @@ def check_stopping(
 
 
 def main() -> None:
-    run_child_main(lambda job_id: train(int(job_id)), oom_advice=OOM_ADVICE)
+    run_child_main(lambda job_id: train(int(job_id)), oom_advice=OOM_ADVICE, rank=rank())
 
 
 if __name__ == "__main__":

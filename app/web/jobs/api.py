@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
-from app import broker, runs
+from app import broker, routing, runs
 from app.access import get_owned, owned
 from app.estimate import estimate_for
 from app.jobs import (
@@ -20,7 +20,7 @@ from app.jobs import (
     resume_job,
     validate_request,
 )
-from app.models import Job
+from app.models import Job, JobStatus
 from app.presets import PRESETS
 from app.queries import job_events, job_metrics, list_jobs
 from app.serialize import job_event_json, job_json, metric_json
@@ -56,7 +56,7 @@ def post_job(body: JobIn, session: SessionDep, user: CurrentUser) -> Any:
     except JobRequestError as exc:
         return invalid_fields(exc.errors)
     session.commit()
-    broker.enqueue_job(job.id)
+    broker.enqueue_job(job)
     return job_json(job)
 
 
@@ -94,13 +94,20 @@ def get_jobs(
 @router.get("/jobs/{job_id}")
 def get_job(job_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> dict:
     """The job, its `events` (health alarms with `details.advice` and, for loss alarms, the
-    batch's dataset `details.rows`; early stopping; resumes) and the `trainer_config` the run
-    resolved (null until its training process starts)."""
+    batch's dataset `details.rows`; early stopping; resumes), the `trainer_config` the run
+    resolved (null until its training process starts; with the device, precision and
+    attention kernel), its `launch` (processes, strategy and the generated config) and, while
+    queued, `waiting_for`: what it waits for when no worker that can hold it is free."""
     job = get_owned(session, Job, job_id, user)
+    waiting = None
+    if job.status == JobStatus.queued:
+        waiting = routing.waiting_for(session, job, user, settings.worker_offline_seconds)
     return {
         **job_json(job),
         "events": [job_event_json(e) for e in job_events(session, job.id)],
         "trainer_config": runs.trainer_config(settings.jobs_dir, job),
+        "launch": runs.launch(settings.jobs_dir, job),
+        "waiting_for": waiting,
     }
 
 
@@ -141,7 +148,7 @@ def post_job_resume(
         job = resume_job(session, job, settings.jobs_dir)
     except ResumeRefused as exc:
         raise HTTPException(409, detail=str(exc)) from exc
-    broker.enqueue_job(job.id)
+    broker.enqueue_job(job)
     return job_json(job)
 
 

@@ -191,7 +191,7 @@ def create_job_from_form(
         context = _job_form_context(session, user, values, errors)
         return render(request, "job_new.html", context, status_code=422)
     session.commit()
-    broker.enqueue_job(job.id)
+    broker.enqueue_job(job)
     return _redirect(f"/jobs/{job.id}")
 
 
@@ -214,7 +214,7 @@ def resume_job_from_page(
         resume_job(session, job, settings.jobs_dir)
     except ResumeRefused as exc:
         raise HTTPException(409, detail=str(exc)) from exc
-    broker.enqueue_job(job.id)
+    broker.enqueue_job(job)
     return _redirect(f"/jobs/{job.id}")
 
 

@@ -73,4 +73,10 @@ class JobIn(Body):
         description="train with this library template (default: the parent run's, else the "
         "base model's own); the job pins its current version",
     )
+    device_class: str | None = Field(
+        default=None,
+        max_length=200,
+        description="train only on a worker of this device class (as GET /api/workers names "
+        "it, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu'); null: any worker",
+    )
     hyperparameters: HyperparametersField = Field(default_factory=dict)

@@ -47,6 +47,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "parent_checkpoint_id": job.parent_checkpoint_id,
         "resume_checkpoint_id": job.resume_checkpoint_id,
         "attempt": job.attempt,
+        "worker": job.worker,
         "error": job.error,
         "progress": {"step": job.step, "max_steps": job.max_steps},
         "created_at": job.created_at.isoformat(),

@@ -15,7 +15,7 @@ from app.states import ACTIVE, move, move_where
 from worker.celery_app import celery
 from worker.evaluation.supervise import supervise_evaluation
 from worker.job_processes import MARKER_VARIABLE, marker, stop_job_processes
-from worker.registration import owns_cuda, set_current_job
+from worker.registration import owns_cuda, registration, set_current_job
 from worker.supervise import ChildResult, run_child, run_unattended
 from worker.training.distributed import write_launch
 
@@ -35,7 +35,7 @@ def run_job(job_id: int) -> str:
             to=JobStatus.running,
             from_=[JobStatus.queued],
             attempt=attempt,
-            worker=socket.gethostname(),
+            worker=registration.name or socket.gethostname(),
             heartbeat_at=utcnow(),
         ):
             return "skipped"

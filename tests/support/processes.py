@@ -3,6 +3,7 @@ them, each logging to a file and stopped when the block ends."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -77,4 +78,37 @@ def running_web(log_path: Path) -> Iterator[str]:
             pytest.fail(f"the web server exited:\n{log_path.read_text()[-3000:]}")
         yield url
     finally:
+        _stop(proc)
+
+
+def start_class_worker(log_path: Path, device_class: str, **env: str) -> subprocess.Popen:
+    """`ftstudio worker --devices cpu --device-class CLASS` on this run's queue (the caller stops
+    it); ``env`` adds FTSTUDIO_* settings for that worker only."""
+    argv = [sys.executable, "-m", "app.cli", "worker", "--devices", "cpu"]
+    argv += ["--device-class", device_class]
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, **env},
+        )
+
+
+def registered_worker(client, account, device_class: str, proc: subprocess.Popen, log_path: Path):
+    """Wait until the worker of ``device_class`` started as ``proc`` is online; its API entry."""
+
+    def online() -> dict | None:
+        workers = client.get("/api/workers", headers=account.headers).json()
+        return next((w for w in workers if w["device_class"] == device_class and w["online"]), None)
+
+    wait_for(lambda: online() is not None or proc.poll() is not None, 120, device_class)
+    if proc.poll() is not None:
+        pytest.fail(f"the worker exited:\n{log_path.read_text()[-3000:]}")
+    return online()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
         _stop(proc)

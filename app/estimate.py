@@ -1,5 +1,7 @@
-"""The pre-launch estimate of a job: parameters (exact, from app.architecture), memory
-(an estimate: weights + gradients + optimizer state + activations) and tokens per epoch."""
+"""The pre-launch estimate of a job: parameters (exact, from app.architecture), memory per
+device (an estimate: weights + gradients + optimizer state + activations, sharded by the
+distributed strategy, see app.estimate_devices), tokens per epoch and whether it fits the
+device memory of the setting or of the online workers that can hold the job."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import estimate_devices
 from app.architecture import (
     DTYPE_BYTES,
     Architecture,
@@ -22,6 +25,7 @@ from app.architecture import (
     read_config,
     targeted,
 )
+from app.estimate_devices import DeviceMemory
 from app.methods import get_method
 from app.models import BaseModel, Dataset, DatasetRow
 from app.spec import TrainingSpec
@@ -83,19 +87,26 @@ def memory_breakdown(
     reference = reference_model_bytes(arch, spec)
     optimizer = count.trainable * _optimizer_state_bytes(spec, param_bytes)
     activations = activation_bytes(arch, spec, seq_len, compute)
-    subtotal = weights + reference + gradients + optimizer + activations
-    overhead = subtotal * ALLOCATOR_OVERHEAD
-    parts = {
-        "weights": weights,
-        "reference_model": reference,
-        "gradients": gradients,
-        "optimizer": optimizer,
-        "activations": activations,
-        "overhead": overhead,
-    }
+    parts = estimate_devices.per_device(
+        arch,
+        spec,
+        {
+            "weights": weights,
+            "reference_model": reference,
+            "gradients": gradients,
+            "optimizer": optimizer,
+            "activations": activations,
+        },
+    )
+    parts["overhead"] = sum(parts.values()) * ALLOCATOR_OVERHEAD
+    total = math.ceil(sum(parts.values()))
     return {
         **{k: math.ceil(v) for k, v in parts.items()},
-        "total": math.ceil(sum(parts.values())),
+        "total": total,  # on each device
+        "num_devices": spec.num_devices,
+        "distributed_strategy": estimate_devices.strategy(spec),
+        "sharded": list(estimate_devices.sharded_parts(spec)),
+        "total_all_devices": total * spec.num_devices,
         "weight_dtype": "nf4/fp4"
         if spec.adapter == "qlora" and spec.quantization_bits == 4
         else "int8"
@@ -211,17 +222,30 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
+def _device_words(spec: TrainingSpec) -> str:
+    return "each of the run's devices has" if spec.num_devices > 1 else "the worker has"
+
+
+def _strategy_hints(spec: TrainingSpec) -> list[str]:
+    if spec.num_devices > 1 and spec.distributed_strategy in ("ddp", "deepspeed_zero2"):
+        return ["shard the weights too with distributed_strategy fsdp or deepspeed_zero3"]
+    if spec.num_devices == 1 and spec.adapter in ("full", "freeze"):
+        return ["spread the run over several devices (num_devices) with fsdp or deepspeed_zero3"]
+    return []
+
+
 def fit_warnings(
     spec: TrainingSpec, memory: dict[str, Any], device_bytes: int
 ) -> tuple[bool | None, list[str]]:
     if device_bytes <= 0:
         return None, []
     total = memory["total"]
+    has = _device_words(spec)
     if total <= 0.9 * device_bytes:
         return True, []
     if total <= device_bytes:
         return True, [
-            f"needs about {_gib(total)} of the worker's {_gib(device_bytes)}: close to the limit"
+            f"needs about {_gib(total)} of the {_gib(device_bytes)} {has}: close to the limit"
         ]
     hints = []
     if memory["activations"] >= max(memory["weights"], memory["optimizer"]) / 2:
@@ -239,11 +263,25 @@ def fit_warnings(
         hints.append("use QLoRA to hold the base model in 4 bits")
     elif spec.adapter == "qlora" and spec.quantization_bits == 8:
         hints.append("quantize to 4 bits instead of 8")
+    hints += _strategy_hints(spec)
     message = (
-        f"does not fit: needs about {_gib(total)} but the worker has {_gib(device_bytes)}; "
+        f"does not fit: needs about {_gib(total)} but {has} {_gib(device_bytes)}; "
         + "; ".join(hints or ["pick a smaller model"])
     )
     return False, [message]
+
+
+def _smaller_worker_warning(memory: dict[str, Any], device: DeviceMemory) -> list[str]:
+    """A job for any device class may go to a worker with less memory than the one counted."""
+    if device.smallest is None or device.source == "setting":
+        return []
+    low, who = device.smallest
+    if memory["total"] <= low:
+        return []
+    return [
+        f"fits {device.source} but not {who}, which has {_gib(low)} and may take it: "
+        "ask for a device_class"
+    ]
 
 
 def estimate(
@@ -251,14 +289,24 @@ def estimate(
     spec: TrainingSpec,
     tokens: TokenCount | None,
     device_memory_bytes: int = 0,
+    *,
+    device: DeviceMemory | None = None,
 ) -> dict[str, Any]:
+    """The estimate against ``device`` (where its memory came from), or against
+    ``device_memory_bytes`` as the setting when no ``device`` is given."""
+    if device is None:
+        source = "setting" if device_memory_bytes > 0 else None
+        device = DeviceMemory(device_memory_bytes, source)
     count = count_parameters(arch, spec)
     seq_len = spec.max_length
     if tokens is not None and tokens.longest > 0:
         seq_len = min(seq_len, tokens.longest)
     memory = memory_breakdown(arch, spec, count, seq_len)
-    fits, warnings = fit_warnings(spec, memory, device_memory_bytes)
+    fits, warnings = fit_warnings(spec, memory, device.bytes)
+    if fits:
+        warnings += _smaller_worker_warning(memory, device)
     warnings += [f"{field}: {reason}" for field, reason in model_conflicts(spec, arch)]
+    per_step = estimate_devices.rows_per_step(spec)
     result: dict[str, Any] = {
         "trainable_parameters": count.trainable,
         "total_parameters": count.total,
@@ -268,13 +316,28 @@ def estimate(
         "tokens_per_epoch": tokens.tokens_per_epoch if tokens else None,
         "tokens_source": tokens.source if tokens else None,
         "fits": fits,
-        "device_memory_bytes": device_memory_bytes or None,
+        **_device_keys(device),
+        "num_devices": spec.num_devices,
+        "distributed_strategy": estimate_devices.strategy(spec),
+        "rows_per_optimizer_step": per_step,
+        "tokens_per_optimizer_step": None,
         "warnings": warnings,
     }
     if tokens is not None and tokens.rows:
-        per_step = spec.per_device_train_batch_size * spec.gradient_accumulation_steps
         result["steps_per_epoch"] = math.ceil(tokens.rows / per_step)
+        result["tokens_per_optimizer_step"] = round(
+            tokens.tokens_per_epoch / tokens.rows * per_step
+        )
     return result
+
+
+def _device_keys(device: DeviceMemory | None) -> dict[str, Any]:
+    device = device or DeviceMemory()
+    return {
+        "device_memory_bytes": device.bytes or None,
+        "device_memory_source": device.source if device.bytes else None,
+        "device_class": device.device_class,
+    }
 
 
 def _unavailable(reason: str) -> dict[str, Any]:
@@ -287,7 +350,7 @@ def _unavailable(reason: str) -> dict[str, Any]:
         "tokens_per_epoch": None,
         "tokens_source": None,
         "fits": None,
-        "device_memory_bytes": None,
+        **_device_keys(None),
         "warnings": [f"no estimate: {reason}"],
     }
 
@@ -298,14 +361,23 @@ def estimate_for(
     model: BaseModel,
     dataset: Dataset,
     device_memory_bytes: int = 0,
+    *,
+    device_class: str | None = None,
+    stale_after_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """The estimate for a validated request (see ``app.jobs.validate_request``)."""
+    """The estimate for a validated request (see ``app.jobs.validate_request``), against
+    ``device_memory_bytes`` (the setting) when set, else against the online workers that can
+    hold the job (``device_class``, ``spec.num_devices``) when ``stale_after_seconds`` is given."""
     tokens = dataset_tokens(session, dataset, model.id, spec.max_length)
+    device = estimate_devices.device_memory(
+        session, device_class, spec.num_devices, device_memory_bytes, stale_after_seconds
+    )
     try:
         arch = architecture(read_config(Path(model.path)))
     except EstimateUnavailable as exc:
         result = _unavailable(str(exc))
         result["tokens_per_epoch"] = tokens.tokens_per_epoch
         result["tokens_source"] = tokens.source
+        result["device_class"] = device.device_class
         return result
-    return estimate(arch, spec, tokens, device_memory_bytes)
+    return estimate(arch, spec, tokens, device=device)

@@ -140,18 +140,50 @@ def human_count(n: int | None) -> str:
 
 BREAKDOWN_PARTS = (
     "weights",
+    "gathered_weights",
     "reference_model",
     "gradients",
     "optimizer",
     "activations",
     "overhead",
 )
+SHOWN_WHEN_ZERO = {"weights", "gradients", "optimizer", "activations", "overhead"}
+
+
+def _devices_text(result: dict[str, Any], breakdown: dict[str, Any]) -> str | None:
+    """How the run spreads over its devices, e.g. "4 devices, deepspeed_zero3: weights,
+    gradients, optimizer sharded 4 ways (per device above; 18.20 GiB on all)"."""
+    count = int(breakdown.get("num_devices") or 1)
+    if count <= 1:
+        return None
+    sharded = [part.replace("_", " ") for part in breakdown.get("sharded") or []]
+    how = f"{', '.join(sharded)} sharded {count} ways" if sharded else "a full copy on each"
+    every = breakdown.get("total_all_devices")
+    on_all = f"; {human_bytes(every)} on all" if every else ""
+    strategy = breakdown.get("distributed_strategy") or result.get("distributed_strategy")
+    return f"{count} devices, {strategy}: {how} (per device above{on_all})"
+
+
+def _device_memory_text(result: dict[str, Any]) -> str | None:
+    """The device memory the fit is judged against and where it came from."""
+    size = result.get("device_memory_bytes")
+    if not size:
+        return None
+    source = result.get("device_memory_source")
+    origin = {"setting": "FTSTUDIO_DEVICE_MEMORY_BYTES", None: ""}.get(source, source or "")
+    if result.get("device_class") and source != "setting":
+        origin = f"{origin}, {result['device_class']}"
+    return f"{human_bytes(size)} per device" + (f" ({origin})" if origin else "")
 
 
 def estimate_display(result: dict[str, Any]) -> dict[str, Any]:
-    """Text for the estimate panel."""
+    """Text for the estimate panel (memory is per device; a run on several devices gets a
+    "devices" line in the breakdown saying what is sharded)."""
     breakdown = result.get("memory_breakdown") or {}
     share = result.get("trainable_share")
+    devices = _devices_text(result, breakdown)
+    per_step = result.get("rows_per_optimizer_step")
+    tokens_per_step = result.get("tokens_per_optimizer_step")
     return {
         "trainable": human_count(result.get("trainable_parameters")),
         "total": human_count(result.get("total_parameters")),
@@ -160,12 +192,19 @@ def estimate_display(result: dict[str, Any]) -> dict[str, Any]:
         "breakdown": [
             (part.replace("_", " "), human_bytes(breakdown[part]))
             for part in BREAKDOWN_PARTS
-            if part in breakdown and (breakdown[part] or part != "reference_model")
-        ],
+            if part in breakdown and (breakdown[part] or part in SHOWN_WHEN_ZERO)
+        ]
+        + ([("devices", devices)] if devices else []),
         "weight_dtype": breakdown.get("weight_dtype"),
         "sequence_length": breakdown.get("sequence_length"),
         "tokens": human_count(result.get("tokens_per_epoch")),
-        "device": human_bytes(result.get("device_memory_bytes"))
-        if result.get("device_memory_bytes")
+        "devices": devices,
+        "per_step": (
+            f"{per_step:,} rows"
+            + (f", about {tokens_per_step:,} tokens" if tokens_per_step else "")
+            + " per optimizer step"
+        )
+        if per_step
         else None,
+        "device": _device_memory_text(result),
     }

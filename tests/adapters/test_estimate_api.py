@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 
 import pytest
 
@@ -113,7 +114,27 @@ def test_estimate_answers_the_job_body(client, alice: Account, tiny_model, datas
     assert result["tokens_source"] == "characters / 4"
     assert memory["sequence_length"] == per_row  # the longest row, below max_length
     assert result["steps_per_epoch"] == 5
-    assert result["fits"] is None and result["warnings"] == []
+    assert result["warnings"] == []
+    # Without FTSTUDIO_DEVICE_MEMORY_BYTES the fit is judged against the online workers that can
+    # hold the job (this session's Celery worker registers itself when it starts), else unknown.
+    device = _online_device_memory(None, 1)
+    assert result["device_memory_source"] == device.source
+    assert result["fits"] is (None if device.source is None else True)
+
+
+def _online_device_memory(device_class: str | None, num_devices: int):
+    from app.db import session_scope
+    from app.estimate_devices import device_memory
+
+    settings = get_settings()
+    assert settings.device_memory_bytes == 0
+    with session_scope() as session:
+        return device_memory(session, device_class, num_devices, 0, settings.worker_offline_seconds)
+
+
+def test_fit_is_unknown_when_no_online_worker_can_hold_the_job() -> None:
+    device = _online_device_memory(f"no such class {uuid.uuid4().hex}", 1)
+    assert (device.bytes, device.source) == (0, None)
 
 
 def test_estimate_against_the_device_memory(

@@ -69,7 +69,15 @@ def post_job_estimate(
         spec, model, dataset = validate_request(session, user, **body.model_dump())
     except JobRequestError as exc:
         return invalid_fields(exc.errors)
-    return estimate_for(session, spec, model, dataset, settings.device_memory_bytes)
+    return estimate_for(
+        session,
+        spec,
+        model,
+        dataset,
+        settings.device_memory_bytes,
+        device_class=body.device_class or None,
+        stale_after_seconds=settings.worker_offline_seconds,
+    )
 
 
 @router.get("/jobs")

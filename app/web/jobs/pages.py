@@ -174,7 +174,15 @@ def job_estimate_fragment(
     except JobRequestError as exc:
         context["problems"] = [(str(e["loc"][-1]), e["msg"]) for e in exc.errors]
     else:
-        result = estimate_for(session, spec, model, dataset, settings.device_memory_bytes)
+        result = estimate_for(
+            session,
+            spec,
+            model,
+            dataset,
+            settings.device_memory_bytes,
+            device_class=values.get("device_class") or None,
+            stale_after_seconds=settings.worker_offline_seconds,
+        )
         context["estimate"] = result
         context["display"] = estimate_display(result)
     return render(request, "_job_estimate.html", context)

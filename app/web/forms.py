@@ -1,8 +1,10 @@
 """The job form, generated from TrainingSpec: one widget per field, with its help and bounds,
-and the adapters it applies to (the page hides and disables the others)."""
+and the adapters it applies to (the page hides and disables the others); and the device class
+choice, from the registered workers."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
@@ -10,6 +12,8 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic.fields import FieldInfo
 
 from app.methods import METHODS
+from app.models import Worker
+from app.routing import class_key
 from app.spec import (
     ADAPTERS,
     HYPERPARAMETER_FIELDS,
@@ -20,6 +24,7 @@ from app.spec import (
     field_groups,
     field_methods,
 )
+from app.worker_registry import is_online
 
 ADAPTER_LABELS = {
     "full": "Full fine-tuning (every weight)",
@@ -48,6 +53,7 @@ class Widget:
     adapters: tuple[str, ...] | None = None  # None: every adapter
     methods: tuple[str, ...] | None = None  # None: every method
     when: dict[str, str] = field(default_factory=dict)
+    above: dict[str, int] = field(default_factory=dict)  # shown only when each is exceeded
 
 
 def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
@@ -60,6 +66,12 @@ def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
     return low, high
 
 
+# Knobs the form shows only while another knob is above a value, a condition the spec's `when`
+# (equality) cannot say: a strategy is how several devices share a run. The spec still refuses a
+# non-default value that does not apply (app.spec_rules), with the reason next to the field.
+SHOWN_ABOVE: dict[str, dict[str, int]] = {"distributed_strategy": {"num_devices": 1}}
+
+
 def widget_for(name: str, info: FieldInfo) -> Widget:
     label = name.replace("_", " ")
     help_text = info.description or ""
@@ -68,6 +80,7 @@ def widget_for(name: str, info: FieldInfo) -> Widget:
         "adapters": field_adapters(name),
         "methods": field_methods(name),
         "when": {k: str(v) for k, v in field_condition(name).items()},
+        "above": SHOWN_ABOVE.get(name, {}),
     }
     if annotation is bool:
         return Widget(name, label, help_text, "checkbox", **scope)
@@ -95,6 +108,31 @@ def applicable_fields(values: dict[str, Any]) -> set[str]:
     return {name for name in HYPERPARAMETER_FIELDS if field_applies(name, values)}
 
 
+def _above(value: Any, threshold: int) -> bool:
+    """Whether form text ``value`` is above ``threshold``; text that is no number shows the
+    field (the number's own error is shown next to it)."""
+    try:
+        return float(value) > threshold
+    except (TypeError, ValueError):
+        return True
+
+
+def shown_fields(values: dict[str, Any], errors: dict[str, str] | None = None) -> set[str]:
+    """The hyperparameters the form shows (enabled): those that apply, less those whose
+    ``SHOWN_ABOVE`` condition fails, unless the field has an error to show."""
+    errors = errors or {}
+    shown = applicable_fields(values)
+    for name, conditions in SHOWN_ABOVE.items():
+        default = {other: TrainingSpec.model_fields[other].default for other in conditions}
+        met = all(
+            _above(values.get(other, default[other]), threshold)
+            for other, threshold in conditions.items()
+        )
+        if not met and name not in errors:
+            shown.discard(name)
+    return shown
+
+
 def hyperparameters_from_form(values: dict[str, str]) -> dict[str, Any]:
     """Form text to hyperparameters: only the fields that apply to the chosen method and adapter
     (the others keep their defaults), and an unticked checkbox (which sends nothing) is False."""
@@ -118,6 +156,37 @@ def job_form_groups() -> dict[str, list[Widget]]:
 
 def spec_defaults() -> dict[str, Any]:
     return TrainingSpec().model_dump()
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def device_class_choices(
+    workers: Iterable[Worker], stale_after_seconds: float
+) -> list[tuple[str, str]]:
+    """(value, label) of each device class the registered workers have, classes with an online
+    worker first, e.g. ("NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3 (2 workers, up to 8
+    devices)"). Classes that differ only in case or punctuation are one (as routing sees them).
+    The form adds "Any worker" (empty) before these."""
+    classes: dict[str, dict[str, Any]] = {}
+    for worker in workers:
+        if not worker.device_class:
+            continue
+        entry = classes.setdefault(
+            class_key(worker.device_class),
+            {"name": worker.device_class, "workers": 0, "online": 0, "max": 0},
+        )
+        entry["workers"] += 1
+        entry["online"] += is_online(worker, stale_after_seconds)
+        entry["max"] = max(entry["max"], worker.max_devices or 1)
+    choices = []
+    for entry in sorted(classes.values(), key=lambda e: (not e["online"], e["name"].lower())):
+        parts = [_plural(entry["workers"], "worker"), f"up to {_plural(entry['max'], 'device')}"]
+        if not entry["online"]:
+            parts.append("offline")
+        choices.append((entry["name"], f"{entry['name']} ({', '.join(parts)})"))
+    return choices
 
 
 def human_bytes(n: float | None) -> str:

@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import broker, run_queue, runs
+from app import broker, routing, run_queue, runs
 from app.access import NotFound, get_owned, get_owned_checkpoint, owned
 from app.chaining import chaining_context, next_stage_values
 from app.chat import library as chat_library
@@ -29,7 +29,7 @@ from app.jobs import (
     resume_job,
     validate_request,
 )
-from app.models import BaseModel, Job, User
+from app.models import BaseModel, Job, JobStatus, User, Worker
 from app.presets import PRESETS, preset_values
 from app.queries import (
     checkpoint_exports,
@@ -40,18 +40,20 @@ from app.queries import (
     list_jobs,
 )
 from app.serialize import job_event_json, job_json
+from app.settings import Settings
 from app.web.datasets.pages import ROWS_PER_PAGE
 from app.web.deps import FormValues, PageUser, SessionDep, SettingsDep
 from app.web.forms import (
     adapter_choices,
-    applicable_fields,
+    device_class_choices,
     estimate_display,
     hyperparameters_from_form,
     job_form_groups,
     method_choices,
+    shown_fields,
     spec_defaults,
 )
-from app.web.rendering import render
+from app.web.rendering import render, templates
 
 router = APIRouter(include_in_schema=False)
 
@@ -90,16 +92,22 @@ def jobs_page(
 
 
 def _job_form_context(
-    session: Session, user: User, values: dict[str, Any], errors: dict[str, str]
+    session: Session,
+    settings: Settings,
+    user: User,
+    values: dict[str, Any],
+    errors: dict[str, str],
 ) -> dict:
     values = {**spec_defaults(), **values}
+    workers = session.scalars(select(Worker).order_by(Worker.name))
     return {
         "user": user,
         "parent": _parent_checkpoint(session, user, values.get("parent_checkpoint_id")),
         "groups": job_form_groups(),
         "adapters": adapter_choices(),
         "methods": method_choices(),
-        "applicable": applicable_fields(values),
+        "applicable": shown_fields(values, errors),
+        "device_classes": device_class_choices(workers, settings.worker_offline_seconds),
         "values": values,
         "errors": errors,
         "models": session.scalars(select(BaseModel).order_by(BaseModel.id)).all(),
@@ -130,6 +138,7 @@ def _job_request(values: dict[str, str]) -> JobRequest:
         "hyperparameters": hyperparameters_from_form(values),
         "parent_checkpoint_id": int(parent) if parent.isdigit() else None,
         "chat_template_id": _int_or_none(values.get("chat_template_id")),
+        "device_class": values.get("device_class") or None,
     }
 
 
@@ -141,6 +150,7 @@ def _int_or_none(value: str | None) -> int | None:
 def new_job_page(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     user: PageUser,
     dataset_id: int | None = None,
     preset: str | None = None,
@@ -155,7 +165,7 @@ def new_job_page(
         values |= next_stage_values(session, user, parent_checkpoint_id, wanted)
     if dataset_id:
         values["dataset_id"] = dataset_id
-    context = _job_form_context(session, user, values, {}) | {"preset": preset}
+    context = _job_form_context(session, settings, user, values, {}) | {"preset": preset}
     return render(request, "job_new.html", context)
 
 
@@ -190,13 +200,15 @@ def job_estimate_fragment(
 
 @router.post("/jobs")
 def create_job_from_form(
-    request: Request, session: SessionDep, user: PageUser, values: FormValues
+    request: Request, session: SessionDep, settings: SettingsDep, user: PageUser, values: FormValues
 ) -> Response:
+    """Create and queue the run; a refused request (the spec's rules, the model, or no
+    registered worker that can hold it) re-renders the form with each error by its field."""
     try:
         job = create_job(session, user, name=values.get("name") or None, **_job_request(values))
     except JobRequestError as exc:
         errors = {str(e["loc"][-1]): e["msg"] for e in exc.errors}
-        context = _job_form_context(session, user, values, errors)
+        context = _job_form_context(session, settings, user, values, errors)
         return render(request, "job_new.html", context, status_code=422)
     session.commit()
     broker.enqueue_job(job)
@@ -251,7 +263,7 @@ def job_page(
         "timeline": runs.timeline(job, events),
         "job_events": [job_event_json(e) for e in events],
         "rows_per_page": ROWS_PER_PAGE,  # a row's page on its dataset's page
-        "trainer_config": runs.trainer_config(settings.jobs_dir, job),
+        **_devices_context(session, settings, job, user),  # with the trainer config
         "queue_position": run_queue.queue_position(session, job),
         "log_tail": runs.screen_text(log_text),
         "log_offset": log_offset,
@@ -263,6 +275,47 @@ def job_page(
         "template_info": template_summary(session, job),
     }
     return render(request, "job.html", context, block="summary")
+
+
+# What the trainer config says the run resolved on its device (issue 12), in display order.
+RESOLVED_DEVICE_KEYS = (
+    ("device", "device"),
+    ("device_kind", "kind"),
+    ("compute_capability", "compute capability"),
+    ("requested_precision", "precision asked for"),
+    ("precision", "precision used"),
+    ("attn_implementation", "attention"),
+)
+
+
+def _devices_context(session: Session, settings: Settings, job: Job, user: User) -> dict:
+    """The run page's Devices section: the launch plan, what the run resolved on its device
+    (once the trainer config exists) and, while queued, what it waits for."""
+    config = runs.trainer_config(settings.jobs_dir, job)
+    waiting = None
+    if job.status == JobStatus.queued:
+        waiting = routing.waiting_for(session, job, user, settings.worker_offline_seconds)
+    launch = None
+    with contextlib.suppress(ValueError):  # a stored spec this version no longer accepts
+        launch = runs.launch(settings.jobs_dir, job)
+    return {
+        "trainer_config": config,
+        "launch": launch,
+        "resolved_device": [
+            (label, config[key]) for key, label in RESOLVED_DEVICE_KEYS if (config or {}).get(key)
+        ],
+        "waiting_for": waiting,
+    }
+
+
+@router.get("/jobs/{job_id:int}/devices")
+def job_devices_fragment(
+    request: Request, job_id: int, session: SessionDep, settings: SettingsDep, user: PageUser
+) -> Response:
+    """The run page's Devices section alone (the page polls it while the run is queued)."""
+    job = get_owned(session, Job, job_id, user)
+    context = {"user": user, "job": job, **_devices_context(session, settings, job, user)}
+    return templates.TemplateResponse(request, "job.html", context, block_name="devices")
 
 
 @router.get("/runs/compare")

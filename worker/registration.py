@@ -120,8 +120,17 @@ class _Registration:
             logger.exception("worker heartbeat failed")
 
     def _loop(self) -> None:
+        from worker.reaper import REAP_EVERY_BEATS, reap_lost_jobs
+
+        beats = 0
         while not self.stop.wait(get_settings().heartbeat_seconds):
             self.beat()
+            beats += 1
+            if beats % REAP_EVERY_BEATS == 0:
+                try:
+                    reap_lost_jobs()  # a dead host's jobs are requeued without a restart there
+                except Exception:
+                    logger.exception("reaping lost jobs failed")
 
     def detect(self) -> None:
         self.devices = owned_devices()

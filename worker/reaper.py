@@ -1,0 +1,49 @@
+"""Jobs whose worker died: requeued for another attempt (or failed at the cap).
+
+Every worker reaps when it starts and then every ``REAP_EVERY_BEATS`` heartbeats, so a job
+whose host went away is requeued even if no worker restarts there. A job is lost once its
+heartbeat is older than ``worker_offline_seconds``. Before the job is requeued, its processes
+on this host (every rank of a multi-process run) are killed and waited for; of two workers
+reaping at once, the conditional transition lets one win.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from app.broker import enqueue_job
+from app.db import session_scope
+from app.jobs import reap_job, stale_jobs
+from app.models import Job, JobStatus
+from app.settings import get_settings
+from worker.job_processes import stop_job_processes
+
+logger = logging.getLogger(__name__)
+
+REAP_EVERY_BEATS = 6
+
+
+def reap_lost_jobs() -> list[int]:
+    """Requeue (or fail) every job whose worker stopped beating; returns the requeued ids."""
+    stale_after = timedelta(seconds=get_settings().worker_offline_seconds)
+    with session_scope() as session:
+        stale = stale_jobs(session, stale_after)
+    requeued = []
+    for job_id, attempt in stale:
+        stop_job_processes(job_id, attempt)  # all of its processes are gone first
+        try:
+            with session_scope() as session:  # one job's failure leaves the others reaped
+                moved = reap_job(session, job_id, attempt)
+        except Exception:
+            logger.exception("could not reap job %s", job_id)
+            continue
+        if moved.get(job_id) != JobStatus.queued:
+            continue
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            if job is not None:
+                enqueue_job(job)
+                requeued.append(job_id)
+                logger.info("requeued job %s: its worker was lost", job_id)
+    return requeued

@@ -72,7 +72,5 @@ def test_two_processes_train_like_one_with_the_same_batch(
     assert two[:2] == pytest.approx(one[:2], abs=1e-5)
     assert two == pytest.approx(one, rel=1e-3)
     # rank 0 alone wrote the final checkpoint record
-    checkpoints = client.get(
-        f"/api/jobs/{double['id']}/checkpoints", headers=alice.headers
-    ).json()
+    checkpoints = client.get(f"/api/jobs/{double['id']}/checkpoints", headers=alice.headers).json()
     assert [c["is_final"] for c in checkpoints].count(True) == 1

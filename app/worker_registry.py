@@ -130,12 +130,3 @@ def workers_view(session: Session, user: User, stale_after_seconds: float) -> li
         )
     result.sort(key=lambda w: (not w["online"], w["name"]))
     return result
-
-
-def largest_online_device_memory(session: Session, stale_after_seconds: float) -> int:
-    """The most memory one device of an online worker has (0: no online worker)."""
-    since = datetime.now(UTC) - timedelta(seconds=stale_after_seconds)
-    rows = session.scalars(select(Worker).where(Worker.stopped_at.is_(None))).all()
-    online = [row for row in rows if _aware(row.last_seen) >= since]
-    sizes = [int(d.get("memory_bytes") or 0) for row in online for d in row.devices or []]
-    return max(sizes, default=0)

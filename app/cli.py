@@ -20,10 +20,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("setup", help="migrate the database and install the bundled model (idempotent)")
     sub.add_parser("migrate", help="upgrade the database to the latest schema")
-    for name, text in (("up", "web + one worker, one command"), ("web", "the web server only")):
+    for name, text in (("up", "web + workers, one command"), ("web", "the web server only")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
+        if name == "up":
+            p.add_argument(
+                "--gpus-per-worker",
+                type=int,
+                default=None,
+                help="share the host's GPUs out: one worker per group of N GPUs (1: one per "
+                "GPU); 0: one worker owning FTSTUDIO_WORKER_DEVICES (default: "
+                "FTSTUDIO_GPUS_PER_WORKER, else 0)",
+            )
     worker = sub.add_parser("worker", help="a Celery worker that runs training jobs")
     worker.add_argument("--queues", default=None, help="comma-separated queues (default: settings)")
     worker.add_argument(
@@ -117,8 +126,11 @@ def cmd_user_password(args: argparse.Namespace) -> None:
     print(f"password set for '{args.name}'")
 
 
-def worker_command(queues: str | None = None) -> list[str]:
+def worker_command(queues: str | None = None, index: int | None = None) -> list[str]:
+    """The Celery worker command line; ``index`` tells apart several workers one process starts
+    (their node names must differ)."""
     settings = get_settings()
+    node = f"ftstudio-{os.getpid()}" + ("" if index is None else f"-{index}")
     return [
         sys.executable,
         "-m",
@@ -135,7 +147,7 @@ def worker_command(queues: str | None = None) -> list[str]:
         "--loglevel",
         "INFO",
         "--hostname",
-        f"ftstudio-{os.getpid()}@%h",
+        f"{node}@%h",
     ]
 
 
@@ -178,22 +190,49 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def host_gpu_count() -> int:
+    """CUDA devices on this host, asked of torch in a child (CUDA stays uninitialised here)."""
+    probe = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return int(done.stdout.strip() or 0) if done.returncode == 0 else 0
+
+
+def start_workers(gpus_per_worker: int) -> list[subprocess.Popen]:
+    """One worker owning the configured devices, or (``gpus_per_worker`` > 0 on a GPU host) one
+    per group of that many GPUs; each dies with this process."""
+    from app.worker_registry import share_out
+
+    plan = share_out(host_gpu_count(), gpus_per_worker) if gpus_per_worker > 0 else []
+    if not plan:
+        return [subprocess.Popen(worker_command(), preexec_fn=_die_with_parent)]
+    workers = []
+    for index, devices in enumerate(plan):
+        env = {**os.environ, **worker_environment(devices, None)}
+        command = worker_command(index=index)
+        workers.append(subprocess.Popen(command, env=env, preexec_fn=_die_with_parent))
+        print(f"  worker {index}: GPUs {devices}", flush=True)
+    return workers
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     cmd_migrate()
     register_bundled_model()
     token = create_token_for("admin", admin=True, label="ftstudio up")
-    worker = subprocess.Popen(worker_command(), preexec_fn=_die_with_parent)
+    per_worker = args.gpus_per_worker
+    workers = start_workers(get_settings().gpus_per_worker if per_worker is None else per_worker)
     print(f"\n  ftstudio is running at http://{args.host}:{args.port}/")
     print(f"  data directory: {get_settings().data_dir}")
     print(f"  log in with this token (user 'admin'):\n  {token}\n", flush=True)
     try:
         serve(args.host, args.port)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
         description="The devices a worker owns: 'auto' (every GPU it sees, else the CPU), 'cpu', "
         "or CUDA indices such as '0' or '0,1'; its training processes see only those.",
     )
+    gpus_per_worker: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="How `ftstudio up` shares the host's GPUs out: 0 starts one worker owning "
+        "FTSTUDIO_WORKER_DEVICES; N starts one worker per group of N GPUs (1: one per GPU).",
+    )
     worker_device_class: str = Field(
         default="",
         max_length=200,

@@ -49,6 +49,18 @@ def parse_devices(value: str) -> DevicePlan:
     return DevicePlan("indices", indices)
 
 
+def share_out(gpu_count: int, per_worker: int) -> list[str]:
+    """How ``ftstudio up`` shares a host's GPUs among workers: the ``--devices`` of each. One
+    group of ``per_worker`` GPUs per worker (the last may be smaller); ``per_worker`` 0, or no
+    GPU, gives one worker with the configured devices (None)."""
+    if per_worker <= 0 or gpu_count <= 0:
+        return []
+    return [
+        ",".join(str(i) for i in range(start, min(start + per_worker, gpu_count)))
+        for start in range(0, gpu_count, per_worker)
+    ]
+
+
 def heartbeat(
     session: Session,
     name: str,

@@ -2,7 +2,7 @@
 
 ``torchrun`` starts each rank in a session of its own, so a process group does not hold a
 multi-process run together; the environment does. The supervising task starts training with
-``FTSTUDIO_JOB_PROCESS=<job>.<attempt>`` in the environment, every rank inherits it, and
+``FTSTUDIO_JOB_PROCESS=<job folder>#<attempt>`` in the environment, every rank inherits it, and
 ``stop_job_processes`` SIGKILLs each process on this host whose environment carries it, then
 waits until none is left. Cancel uses it after the launcher has had its chance to stop its
 ranks; the next worker on a host uses it before requeueing a job whose worker was killed, so the
@@ -20,13 +20,17 @@ import signal
 import time
 from pathlib import Path
 
+from app.settings import get_settings
+
 logger = logging.getLogger(__name__)
 
 MARKER_VARIABLE = "FTSTUDIO_JOB_PROCESS"
 
 
 def marker(job_id: int, attempt: int) -> str:
-    return f"{job_id}.{attempt}"
+    """The attempt's mark: its job folder (one studio's jobs_dir: two studios on one host, or
+    two test sessions, never share it) and the attempt number."""
+    return f"{(get_settings().jobs_dir / str(int(job_id))).resolve()}#{attempt}"
 
 
 def marked_processes(value: str) -> list[int]:

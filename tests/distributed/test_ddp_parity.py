@@ -58,10 +58,19 @@ def test_two_processes_train_like_one_with_the_same_batch(
         dataset_id=dataset_id,
         hyperparameters={**HYPER, "per_device_train_batch_size": 2, "num_devices": 2},
     )
-    assert wait_for_job(client, alice, single["id"])["status"] == "succeeded"
+    ended = wait_for_job(client, alice, single["id"])
+    assert ended["status"] == "succeeded", ended["error"]
     ended = wait_for_job(client, alice, double["id"])
     assert ended["status"] == "succeeded", ended["error"]
 
+    # the device, precision and attention the run resolved, with the trainer config
+    config = ended["trainer_config"]
+    assert (config["device"], config["precision"], config["attn_implementation"]) == (
+        "cpu",
+        "fp32",
+        "sdpa",
+    )
+    assert config["requested_precision"] == "auto" and config["bf16"] is False
     launch = ended["launch"]
     assert (launch["processes"], launch["strategy"]) == (2, "ddp")
     assert launch["config"]["backend"] == "gloo"

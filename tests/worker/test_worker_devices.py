@@ -134,9 +134,35 @@ def test_a_cpu_worker_registers_and_confines_its_runs(client, alice: Account, ti
         assert seen == [""]  # --devices cpu: the run sees no GPU
         wait_for(lambda: (_ours(client, alice, device_class) or {}).get("busy"), 30, "busy")
         assert _ours(client, alice, device_class)["job_id"] == job_id
-        assert wait_for_job(client, alice, job_id)["status"] == "succeeded"
+        ended = wait_for_job(client, alice, job_id)
+        assert ended["status"] == "succeeded", ended["error"]
         wait_for(lambda: not _ours(client, alice, device_class)["busy"], 30, "idle again")
     finally:
         proc.terminate()
         proc.wait(timeout=60)
     assert not _ours(client, alice, device_class)["online"]  # a clean stop is offline at once
+
+
+@pytest.mark.parametrize(
+    ("gpus", "per_worker", "plan"),
+    [
+        (8, 1, ["0", "1", "2", "3", "4", "5", "6", "7"]),
+        (8, 4, ["0,1,2,3", "4,5,6,7"]),
+        (6, 4, ["0,1,2,3", "4,5"]),  # what is left makes a smaller worker
+        (8, 0, []),  # one worker owning FTSTUDIO_WORKER_DEVICES
+        (0, 1, []),  # no GPU: one worker (the CPU)
+    ],
+)
+def test_up_shares_a_hosts_gpus_out_by_the_plan(gpus: int, per_worker: int, plan: list[str]):
+    from app.worker_registry import parse_devices, share_out
+
+    assert share_out(gpus, per_worker) == plan
+    owned = [i for devices in plan for i in parse_devices(devices).indices]
+    assert sorted(owned) == list(range(gpus if plan else 0))  # every GPU, none twice
+
+
+def test_several_workers_from_one_process_get_their_own_node_names() -> None:
+    from app.cli import worker_command
+
+    names = {worker_command(index=i)[-1] for i in range(3)}
+    assert len(names) == 3 and all(name.endswith("@%h") for name in names)

@@ -29,26 +29,37 @@ def launcher_arguments(processes: int) -> list[str]:
     ]
 
 
-def fsdp_arguments() -> dict[str, Any]:
-    """TrainingArguments' FSDP settings: every parameter, gradient and optimizer state sharded,
-    the model's decoder blocks wrapped one by one, and checkpoints saved as one full state dict
-    (so chaining, resume, export and evaluation read them as any other)."""
+def fsdp_arguments(activation_checkpointing: bool = False) -> dict[str, Any]:
+    """TrainingArguments' FSDP settings for transformers 5 (``fsdp=True``, the rest in
+    ``fsdp_config``; a string ``fsdp`` is deprecated): FSDP2, every parameter, gradient and
+    optimizer state sharded, each decoder block its own unit, checkpoints saved as one full state
+    dict (so chaining, resume, export and evaluation read them as any other).
+
+    The blocks are found by the model: TRANSFORMER_BASED_WRAP with no class names makes accelerate
+    (``FullyShardedDataParallelPlugin.set_auto_wrap_policy``) wrap the model's
+    ``_no_split_modules`` (``LlamaDecoderLayer`` for Llama and SmolLM2). FSDP2 keeps the original
+    parameters, frozen and trainable together, so peft adapters need no ``use_orig_params``.
+    Recomputing activations is FSDP's own (the Trainer's would all-gather again in backward)."""
     return {
-        "fsdp": "full_shard auto_wrap",
+        "fsdp": True,
         "fsdp_config": {
+            "version": 2,
+            "reshard_after_forward": True,  # full shard (False: shard gradients and states only)
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
             "state_dict_type": "FULL_STATE_DICT",
-            "use_orig_params": True,  # peft adapters: trainable and frozen weights in one unit
-            "sync_module_states": True,
             "cpu_ram_efficient_loading": False,
-            "activation_checkpointing": False,
+            "activation_checkpointing": activation_checkpointing,
         },
+        "activation_checkpointing": False,  # transformers refuses both at once
     }
 
 
 def deepspeed_config(stage: int) -> dict[str, Any]:
-    """A DeepSpeed ZeRO config whose batch, accumulation, clipping, optimizer and precision
-    values are "auto": transformers fills them from the TrainingArguments, so the spec stays the
-    one source. Stage 3 gathers the weights when saving (a consolidated checkpoint)."""
+    """A DeepSpeed ZeRO config whose batch, accumulation, clipping, precision and bucket values
+    are "auto": transformers (``HfTrainerDeepSpeedConfig``) fills them from the TrainingArguments
+    and the model's hidden size, so the spec stays the one source. No optimizer or scheduler
+    section: the Trainer's own run under ZeRO. Stage 3 gathers the 16-bit weights when saving (a
+    consolidated checkpoint)."""
     zero: dict[str, Any] = {
         "stage": stage,
         "overlap_comm": True,
@@ -83,7 +94,7 @@ def launch_plan(spec: TrainingSpec, backend: str | None = None) -> dict[str, Any
     trainer: dict[str, Any] = {"ddp_backend": backend, "ddp_find_unused_parameters": False}
     config: dict[str, Any] = {"launcher": launcher_arguments(processes), "backend": backend}
     if strategy == "fsdp":
-        trainer |= fsdp_arguments()
+        trainer |= fsdp_arguments(spec.gradient_checkpointing)
     elif strategy in ZERO_STAGES:
         trainer["deepspeed"] = DEEPSPEED_FILE  # written next to launch.json
         config["deepspeed"] = deepspeed_config(ZERO_STAGES[strategy])

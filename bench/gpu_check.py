@@ -222,6 +222,10 @@ def run_job(
     if config:
         amp = [name for name in ("bf16", "fp16") if config.get(name)]
         result.amp = "+".join(amp) if amp else "none (fp32 or the weights' dtype)"
+        result.resolved = (
+            f"{config.get('device', '?')}: precision {config.get('precision', '?')}, "
+            f"attn_implementation {config.get('attn_implementation', '?')}"
+        )
     probe = read_probe(probe_dir, before)
     if probe:
         attention = probe.get("attention") or {}

@@ -23,6 +23,7 @@ class RunResult:
     amp: str = "?"
     compute_dtype: str = "?"
     attention: str = "?"
+    resolved: str = "?"  # what the run chose, from its trainer config (worker.devices)
     expected: dict = field(default_factory=dict)
     error: str | None = None
 
@@ -56,6 +57,7 @@ def print_run(r: RunResult) -> None:
         f"   precision: AMP {r.amp}; attention computed in {r.compute_dtype}; "
         f"attention kernel: {r.attention}"
     )
+    print(f"   resolved by the run: {r.resolved}")
 
 
 def print_table(results: list[RunResult], expected: dict, model_label: str) -> None:

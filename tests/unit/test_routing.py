@@ -1,0 +1,46 @@
+"""Queues per device class and count (app.routing): a worker takes exactly the queues of the
+jobs it can hold, and the training dtype follows the resolved precision."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.models import Worker
+from app.routing import class_key, holds, training_queue, worker_queues
+from worker.checkpoints import training_dtype
+
+
+def test_a_device_class_compares_without_case_or_punctuation() -> None:
+    assert class_key("NVIDIA H100 80GB HBM3") == class_key("nvidia-h100-80gb-hbm3")
+    assert class_key("NVIDIA H100 80GB HBM3") != class_key("NVIDIA A10")
+
+
+def test_a_worker_takes_the_queues_of_every_job_it_can_hold_and_no_other() -> None:
+    queues = set(worker_queues("gpu", "NVIDIA A10", 2))
+    can = [(None, 1), (None, 2), ("NVIDIA A10", 1), ("nvidia a10", 2)]
+    cannot = [(None, 3), ("NVIDIA A10", 3), ("NVIDIA H100 80GB HBM3", 1), ("cpu", 1)]
+    assert {training_queue("gpu", c, n) for c, n in can} == queues
+    assert not {training_queue("gpu", c, n) for c, n in cannot} & queues
+    worker = Worker(name="w", host="h", device_class="NVIDIA A10", devices=[], max_devices=2)
+    assert all(holds(worker, c, n) for c, n in can)
+    assert not any(holds(worker, c, n) for c, n in cannot)
+
+
+def test_queues_of_two_studios_do_not_mix() -> None:
+    assert training_queue("studio-a", None, 1) != training_queue("studio-b", None, 1)
+
+
+@pytest.mark.parametrize(
+    ("use_cpu", "precision", "full", "dtype"),
+    [
+        (True, "bf16", False, torch.float32),  # CPU runs compute in fp32
+        (False, "fp32", False, torch.float32),
+        (False, "bf16", True, torch.bfloat16),
+        (False, "fp16", False, torch.float16),  # a frozen base under an adapter
+        (False, "fp16", True, torch.float32),  # fp16 mixed precision keeps fp32 master weights
+        (False, None, False, "auto"),
+    ],
+)
+def test_the_weights_load_in_the_dtype_the_precision_needs(use_cpu, precision, full, dtype):
+    assert training_dtype(use_cpu, precision, full_weights=full) == dtype

@@ -28,6 +28,7 @@ from app.architecture import (
 from app.estimate_devices import DeviceMemory
 from app.methods import get_method
 from app.models import BaseModel, Dataset, DatasetRow
+from app.routing import needs_gpu
 from app.spec import TrainingSpec
 
 GIB = 1024**3
@@ -370,7 +371,12 @@ def estimate_for(
     hold the job (``device_class``, ``spec.num_devices``) when ``stale_after_seconds`` is given."""
     tokens = dataset_tokens(session, dataset, model.id, spec.max_length)
     device = estimate_devices.device_memory(
-        session, device_class, spec.num_devices, device_memory_bytes, stale_after_seconds
+        session,
+        device_class,
+        spec.num_devices,
+        device_memory_bytes,
+        stale_after_seconds,
+        gpus=needs_gpu(spec.num_devices, spec.distributed_strategy),
     )
     try:
         arch = architecture(read_config(Path(model.path)))

@@ -107,13 +107,15 @@ def from_workers(
     device_class: str | None,
     num_devices: int,
     stale_after_seconds: float,
+    *,
+    gpus: bool = False,
 ) -> DeviceMemory:
     """The largest device memory among the online workers that can hold the job (the job may
     still land on a smaller one when it asks for any class: ``smallest`` names it)."""
     known = [
         (memory, worker)
         for worker in workers
-        if holds(worker, device_class, num_devices) and is_online(worker, stale_after_seconds)
+        if holds(worker, device_class, num_devices, gpus) and is_online(worker, stale_after_seconds)
         if (memory := worker_device_memory(worker, num_devices)) > 0
     ]
     if not known:
@@ -134,6 +136,8 @@ def device_memory(
     num_devices: int,
     setting_bytes: int = 0,
     stale_after_seconds: float | None = None,
+    *,
+    gpus: bool = False,
 ) -> DeviceMemory:
     """FTSTUDIO_DEVICE_MEMORY_BYTES when set (explicit wins), else the online workers' (with
     ``stale_after_seconds``; None: the setting alone)."""
@@ -144,4 +148,4 @@ def device_memory(
     workers = session.scalars(
         select(Worker).where(Worker.stopped_at.is_(None)).order_by(Worker.name)
     ).all()
-    return from_workers(workers, device_class, num_devices, stale_after_seconds)
+    return from_workers(workers, device_class, num_devices, stale_after_seconds, gpus=gpus)

@@ -180,7 +180,8 @@ def validate_request(
         raise JobRequestError(errors)
     if chat_template_id is not None:
         pinned_template(session, owner, model, chat_template_id, None)
-    if errors := routing.placement_errors(session, device_class or None, spec.num_devices):
+    placement = (device_class or None, spec.num_devices, spec.distributed_strategy)
+    if errors := routing.placement_errors(session, *placement):
         raise JobRequestError(errors)
     return spec, model, dataset
 

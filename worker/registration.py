@@ -174,7 +174,8 @@ def _take_training_queues(sender: Any = None, instance: Any = None, **_: object)
     device count it can hold (``app.routing``), so it only receives jobs it can run."""
     registration.detect()
     base = get_settings().queue
-    for queue in routing.worker_queues(base, registration.device_class, registration.max_devices):
+    owned = (registration.device_class, registration.max_devices, owns_cuda())
+    for queue in routing.worker_queues(base, *owned):
         instance.app.amqp.queues.select_add(queue)
     logger.info(
         "worker takes jobs for up to %s x %s", registration.max_devices, registration.device_class

@@ -44,3 +44,19 @@ def test_queues_of_two_studios_do_not_mix() -> None:
 )
 def test_the_weights_load_in_the_dtype_the_precision_needs(use_cpu, precision, full, dtype):
     assert training_dtype(use_cpu, precision, full_weights=full) == dtype
+
+
+def test_sharded_runs_go_only_to_workers_with_gpus() -> None:
+    from app.routing import needs_gpu
+
+    assert needs_gpu(2, "fsdp") and needs_gpu(4, "deepspeed_zero3")
+    assert not needs_gpu(2, "ddp") and not needs_gpu(1, "fsdp")
+    sharded = training_queue("gpu", None, 2, needs_gpu=True)
+    assert sharded not in worker_queues("gpu", "cpu", 2)  # a CPU worker never receives it
+    assert sharded in worker_queues("gpu", "NVIDIA A10", 2, gpus=True)
+    gpu = [{"index": 0, "name": "NVIDIA A10", "memory_bytes": 1}, {"index": 1, "name": "A10"}]
+    cpu = [{"index": None, "name": "cpu", "memory_bytes": 1}]
+    a10 = Worker(name="g", host="h", device_class="NVIDIA A10", devices=gpu, max_devices=2)
+    cores = Worker(name="c", host="h", device_class="cpu", devices=cpu, max_devices=16)
+    assert holds(a10, None, 2, gpus=True) and not holds(cores, None, 2, gpus=True)
+    assert holds(cores, None, 2)  # ddp runs there

@@ -88,3 +88,46 @@ def test_a_job_no_registered_worker_can_hold_is_refused(client, alice: Account, 
     assert response.status_code == 422
     (error,) = response.json()["errors"]
     assert error["loc"] == ["device_class"] and "no registered worker" in error["message"]
+
+
+def test_a_sharded_run_with_only_cpu_workers_is_refused_naming_the_strategy(
+    client, alice: Account, tiny_model: str
+) -> None:
+    from sqlalchemy import delete
+
+    from app import worker_registry
+    from app.db import session_scope
+    from app.models import Worker
+
+    device_class, name = f"cpu-fsdp-{uuid.uuid4().hex[:6]}", f"cpu-fsdp@{uuid.uuid4().hex[:6]}"
+    cpu = [{"index": None, "name": "cpu", "memory_bytes": 2**34}]
+    with session_scope() as session:
+        worker_registry.heartbeat(
+            session,
+            name,
+            host="h",
+            device_class=device_class,
+            devices=cpu,
+            max_devices=8,
+            busy=False,
+            job_id=None,
+        )
+    try:
+        dataset_id = upload_counting(client, alice, "sharded.jsonl")
+        hyper = {**HYPER, "num_devices": 2}
+        body = {"base_model": tiny_model, "dataset_id": dataset_id, "device_class": device_class}
+        fsdp = {**body, "hyperparameters": {**hyper, "distributed_strategy": "fsdp"}}
+        response = client.post("/api/jobs", headers=alice.headers, json=fsdp)
+        assert response.status_code == 422
+        (error,) = response.json()["errors"]
+        assert error["loc"] == ["hyperparameters", "distributed_strategy"]
+        assert "GPU" in error["message"] and name in error["message"]
+        # the same run with ddp is accepted: the CPU worker holds it (the job is left queued)
+        ddp = {**body, "hyperparameters": hyper}
+        accepted = client.post("/api/jobs", headers=alice.headers, json=ddp)
+        assert accepted.status_code == 201, accepted.text
+        cancel = client.post(f"/api/jobs/{accepted.json()['id']}/cancel", headers=alice.headers)
+        assert cancel.status_code == 200
+    finally:
+        with session_scope() as session:
+            session.execute(delete(Worker).where(Worker.name == name))

@@ -157,6 +157,23 @@ def resolve_device(spec: TrainingSpec, use_cpu: bool) -> dict[str, Any]:
         raise ReportedFailure(str(exc)) from None
 
 
+def check_strategy_engaged(spec: TrainingSpec, trainer: Any) -> None:
+    """A sharded run must really be sharded: accelerate quietly falls back to DDP where it does
+    not run FSDP / DeepSpeed (on CPU processes), which would train under a wrong label."""
+    if spec.num_devices == 1 or spec.distributed_strategy == "ddp":
+        return
+    engaged = (
+        getattr(trainer, "is_fsdp_enabled", False)
+        if spec.distributed_strategy == "fsdp"
+        else getattr(trainer, "is_deepspeed_enabled", False)
+    )
+    if not engaged:
+        raise ReportedFailure(
+            f"{spec.distributed_strategy} did not engage on this worker's devices (accelerate "
+            "runs it on GPUs only): use ddp here, or a GPU worker"
+        )
+
+
 def train(job_id: int) -> None:
     settings = get_settings()
     with session_scope() as session:
@@ -224,6 +241,7 @@ def train(job_id: int) -> None:
         callbacks=[studio, *health.callbacks(), SyncStopCallback()],
         **entry.trainer_extras(spec, reward_dir, tokenizer),
     )
+    check_strategy_engaged(spec, trainer)
     if not get_method(spec.method).generates:  # RL trainers batch generations, not dataset rows
         watch_batches(trainer, health.micro_batch)
     barrier()  # every rank has loaded the start (and any reference model with it)

@@ -3,8 +3,9 @@
 # reaches no registry). Prepare on a machine with the venv and `ftstudio setup` done:
 #     .venv/bin/python bench/gpu_check_wheels.py     # fills .whl/ and .cache/gpu_check/
 # then run there, carrying both:  run(command="bash bench/gpu_check.sh",
-#     carry=[".whl", ".cache/gpu_check"], timeout_s=540)
-# Extra arguments go to bench/gpu_check.py (e.g. --steps 20). GPU_CHECK_TIMEOUT: seconds (480).
+#     carry=[".whl", ".cache/gpu_check"], timeout_s=600)
+# Extra arguments go to bench/gpu_check.py (e.g. --steps 20). GPU_CHECK_TIMEOUT: seconds (480)
+# for it; then bench/gpu_check_fsdp.py, GPU_CHECK_FSDP_TIMEOUT: seconds (120).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -39,4 +40,31 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 timeout --signal=TERM --kill-after=20 "${GPU_CHECK_TIMEOUT:-480}" "$PY" bench/gpu_check.py "$@"
 rc=$?
 [ "$rc" = 124 ] && echo "gpu_check: stopped by the ${GPU_CHECK_TIMEOUT:-480} s timeout"
+
+# Last, after the studio's results are printed: FSDP, which accelerate runs on GPUs only, with
+# the studio's own settings in one torchrun rank (bench/gpu_check_fsdp.py). Its own timeout
+# (GPU_CHECK_FSDP_TIMEOUT, 120 s), cut to what is left of GPU_CHECK_BUDGET (560 s since this
+# script started, inside the run's 600); its failure adds to the exit status, never hides the above.
+echo
+echo "== FSDP (the studio's fsdp_arguments, 1 process, nccl)"
+fsdp_limit=${GPU_CHECK_FSDP_TIMEOUT:-120}
+left=$(( ${GPU_CHECK_BUDGET:-560} - SECONDS ))
+[ "$left" -lt "$fsdp_limit" ] && fsdp_limit=$left
+if [ "$fsdp_limit" -lt 60 ]; then
+    echo "FSDP (1 process, nccl): FAILED not run: ${left} s left of the check's budget"
+    fsdp_rc=1
+else
+    fsdp_log=$(mktemp)
+    timeout --signal=TERM --kill-after=10 "$fsdp_limit" \
+        "$PY" -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=1 \
+        bench/gpu_check_fsdp.py 2>&1 | tee "$fsdp_log"
+    fsdp_rc=${PIPESTATUS[0]}
+    if [ "$fsdp_rc" = 124 ]; then
+        echo "FSDP (1 process, nccl): FAILED stopped by the ${fsdp_limit} s timeout"
+    else  # its summary line again, below torchrun's own failure report
+        grep '^FSDP (' "$fsdp_log" | tail -n 1
+    fi
+    rm -f "$fsdp_log"
+fi
+[ "$rc" = 0 ] && rc=$fsdp_rc
 exit "$rc"

@@ -69,6 +69,25 @@ def user_for_token(session: Session, token: str) -> User | None:
     return row.user
 
 
+def token_lookup(session: Session, token: str) -> tuple[User, int | None] | None:
+    """The token's user in one read (no write, no lock): ``(user, token_id)``, where token_id is
+    set only when ``last_used_at`` is due for its once-a-minute update (``note_token_use``)."""
+    row = session.execute(
+        select(User, ApiToken.id, ApiToken.last_used_at)
+        .join(ApiToken, ApiToken.user_id == User.id)
+        .where(ApiToken.token_hash == _token_hash(token))
+    ).first()
+    if row is None:
+        return None
+    user, token_id, last_used = row
+    return user, (token_id if _is_stale(last_used, utcnow()) else None)
+
+
+def note_token_use(session: Session, token_id: int) -> None:
+    """Record a token's use (at most one write a minute per token; see ``_note_token_use``)."""
+    _note_token_use(session, token_id, utcnow())
+
+
 def _is_stale(last_used: datetime | None, now: datetime) -> bool:
     if last_used is None:
         return True

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 from app.models import BaseModel, Checkpoint, Dataset, Export, Job, JobEvent, Metric
+
+
+def json_bytes(value: Any) -> bytes:
+    """A JSON body as FastAPI's JSONResponse writes it (UTF-8, compact, no NaN)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def model_json(model: BaseModel) -> dict[str, Any]:

@@ -123,9 +123,30 @@
     chartEl.dataset.points = String(loss.data[0].length);
   }
 
-  payload.metrics.forEach(addPoint);
-  loss.dirty = true;
-  redraw();
+  // The stored history comes from the metrics API, already in curves and downsampled for
+  // drawing (every point stays in the CSV); live points are appended after its last_id.
+  function drawHistory(data) {
+    lastId = Math.max(lastId, data.last_id || 0);
+    (data.curves || []).forEach(function (key) {
+      const series = data.series[key];
+      const chart = key === "loss" ? loss : chartFor(key);
+      chart.data[0] = chart.data[0].concat(series[0]);
+      chart.data[1] = chart.data[1].concat(series[1]);
+      chart.dirty = true;
+    });
+    (data.timing || []).forEach(function (pair) { timing.push(pair); });
+    if (data.last_tokens) prevTokens = data.last_tokens;
+    loss.dirty = true;
+    redraw();
+  }
+
+  const history = fetch(payload.metrics_url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    .then(function (response) {
+      if (!response.ok) throw new Error("the metrics answered " + response.status);
+      return response.json();
+    })
+    .then(drawHistory)
+    .catch(function (error) { chartEl.dataset.error = String(error); });
 
   // Job events: the page rendered the stored ones (timeline, markers); live ones are added here.
   function element(tag, className, text) {
@@ -266,26 +287,29 @@
     refreshSummary();
   }, 5000);
 
-  const source = new EventSource("/api/jobs/" + job.id + "/events?after=" + lastId + "&events_after=" + lastEventId);
-  source.addEventListener("metric", function (event) {
-    const metric = JSON.parse(event.data);
-    if (metric.id <= lastId) return;
-    addPoint(metric);
-    redraw();
-    showEta(lastStatus, Math.max(lastStep, metric.step), job.progress.max_steps);
-  });
-  source.addEventListener("alarm", function (event) {
-    addEvent(JSON.parse(event.data));
-  });
-  source.addEventListener("status", function (event) {
-    const data = JSON.parse(event.data);
-    job.progress.max_steps = data.progress.max_steps;
-    showStatus(data);
-  });
-  source.addEventListener("end", function (event) {
-    source.close();
-    if (JSON.parse(event.data).status !== lastStatus) refreshSummary();
-  });
+  history.then(followMetrics);
+  function followMetrics() {
+    const source = new EventSource("/api/jobs/" + job.id + "/events?after=" + lastId + "&events_after=" + lastEventId);
+    source.addEventListener("metric", function (event) {
+      const metric = JSON.parse(event.data);
+      if (metric.id <= lastId) return;
+      addPoint(metric);
+      redraw();
+      showEta(lastStatus, Math.max(lastStep, metric.step), job.progress.max_steps);
+    });
+    source.addEventListener("alarm", function (event) {
+      addEvent(JSON.parse(event.data));
+    });
+    source.addEventListener("status", function (event) {
+      const data = JSON.parse(event.data);
+      job.progress.max_steps = data.progress.max_steps;
+      showStatus(data);
+    });
+    source.addEventListener("end", function (event) {
+      source.close();
+      if (JSON.parse(event.data).status !== lastStatus) refreshSummary();
+    });
+  }
 
   if (logEl) {
     const logs = new EventSource("/api/jobs/" + job.id + "/logs/stream?offset=" + (logEl.dataset.offset || "0"));

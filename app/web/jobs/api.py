@@ -3,12 +3,12 @@ metrics), cancel, resume, compare runs, and the presets to start from."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
-from app import broker, routing, runs
+from app import broker, metric_series, routing, runs
 from app.access import get_owned, owned
 from app.estimate import estimate_for
 from app.jobs import (
@@ -22,8 +22,8 @@ from app.jobs import (
 )
 from app.models import Job, JobStatus
 from app.presets import PRESETS
-from app.queries import job_events, job_metrics, list_jobs
-from app.serialize import job_event_json, job_json, metric_json
+from app.queries import job_events, list_jobs
+from app.serialize import job_event_json, job_json, json_bytes
 from app.web.deps import CurrentUser, SessionDep, SettingsDep
 from app.web.errors import invalid_fields
 from app.web.events import job_event_stream, job_log_stream
@@ -80,7 +80,7 @@ def post_job_estimate(
     )
 
 
-@router.get("/jobs")
+@router.get("/jobs", response_model=list[dict[str, Any]])
 def get_jobs(
     session: SessionDep,
     user: CurrentUser,
@@ -88,7 +88,7 @@ def get_jobs(
     method: str = "",
     dataset_id: str = "",
     base_model: str = "",
-) -> list[dict]:
+) -> Response:
     """Your jobs, newest first; each filter (status, method, dataset_id, base_model id or name)
     narrows the list when given."""
     try:
@@ -96,7 +96,9 @@ def get_jobs(
     except runs.FilterError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     jobs = runs.filter_jobs(session, user, filters) if filters.active else list_jobs(session, user)
-    return [job_json(j) for j in jobs]
+    # Encoded here, once: the shape is job_json's, and a second validating pass over every
+    # job's hyperparameters would cost more than the query.
+    return Response(json_bytes([job_json(j) for j in jobs]), media_type="application/json")
 
 
 @router.get("/jobs/{job_id}")
@@ -119,10 +121,43 @@ def get_job(job_id: int, session: SessionDep, settings: SettingsDep, user: Curre
     }
 
 
-@router.get("/jobs/{job_id}/metrics")
-def get_job_metrics(job_id: int, session: SessionDep, user: CurrentUser) -> list[dict]:
+@router.get(
+    "/jobs/{job_id}/metrics",
+    response_model=list[dict[str, Any]] | dict[str, Any],
+    responses={304: {"description": "unchanged since the ETag sent in If-None-Match"}},
+)
+def get_job_metrics(
+    job_id: int,
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    format: Annotated[Literal["list", "columnar", "chart"], Query()] = "list",
+    max_points: Annotated[
+        int, Query(ge=16, le=metric_series.MAX_CHART_POINTS)
+    ] = metric_series.CHART_POINTS,
+) -> Response:
+    """The job's metric rows. ``format=list`` (default): one object per logged step.
+    ``format=columnar``: ``{"columns": {key: [value per row]}}``, every key aligned with
+    ``id``. ``format=chart``: each curve as ``[steps, values]`` downsampled to ``max_points``
+    (keeping each bucket's first, last, lowest and highest point) plus ``last_id`` to stream
+    after; every point stays in the other formats and the CSV. Each answer has an ETag that
+    changes when a row is added; send it as ``If-None-Match`` to get a 304 instead."""
     job = get_owned(session, Job, job_id, user)
-    return [metric_json(m) for m in job_metrics(session, job.id)]
+    series = metric_series.metric_series(session, job)
+    # The body is the same for the same rows: a session cannot leak another user's (scoped
+    # above), and the rows change only by being added, which changes the ETag.
+    etag = series.format_etag(format, max_points)
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Authorization"}
+    if etag in _if_none_match(request):
+        return Response(status_code=304, headers=headers)
+    return Response(
+        series.encoded(format, max_points), media_type="application/json", headers=headers
+    )
+
+
+def _if_none_match(request: Request) -> set[str]:
+    sent = request.headers.get("if-none-match", "")
+    return {tag.strip().removeprefix("W/") for tag in sent.split(",") if tag.strip()}
 
 
 @router.get("/jobs/{job_id}/events")
@@ -188,7 +223,7 @@ def get_job_log_stream(
 @router.get("/jobs/{job_id}/metrics.csv")
 def get_job_metrics_csv(job_id: int, session: SessionDep, user: CurrentUser) -> Response:
     job = get_owned(session, Job, job_id, user)
-    points = [runs.metric_point(m) for m in job_metrics(session, job.id)]
+    points = metric_series.metric_series(session, job).points
     return Response(
         runs.metrics_csv(points),
         media_type="text/csv; charset=utf-8",

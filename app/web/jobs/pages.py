@@ -29,13 +29,13 @@ from app.jobs import (
     resume_job,
     validate_request,
 )
+from app.metric_series import metric_series
 from app.models import BaseModel, Job, JobStatus, User, Worker
 from app.presets import PRESETS, preset_values
 from app.queries import (
     checkpoint_exports,
     job_checkpoints,
     job_events,
-    job_metrics,
     list_datasets,
     list_jobs,
 )
@@ -245,8 +245,10 @@ def job_page(
     job = get_owned(session, Job, job_id, user)
     checkpoints = job_checkpoints(session, job.id)
     exports = checkpoint_exports(session, [c.id for c in checkpoints], user)
-    points = [runs.metric_point(m) for m in job_metrics(session, job.id)]
-    progress = runs.progress(job, points)
+    # The rows are read once per set (cached); the page carries only what it shows at once,
+    # and job.js fetches the curves, downsampled, from GET /api/jobs/{id}/metrics?format=chart.
+    series = metric_series(session, job)
+    progress = runs.progress(job, series.points)
     log_text, log_offset = runs.log_tail_at(runs.log_path(settings.jobs_dir, job), LOG_TAIL_LINES)
     events = job_events(session, job.id)
     context = {
@@ -255,9 +257,8 @@ def job_page(
         "job_data": job_json(job),
         "export_options": export_options(job),
         "gguf_quantizations": GGUF_QUANTIZATIONS,
-        "metrics": points,
-        "loss_points": sum(1 for p in points if p.get("loss") is not None),
-        "curves": runs.curve_keys(points),
+        "loss_points": series.loss_points,
+        "curves": series.curves,
         "progress": progress,
         "eta": runs.format_duration(progress["eta_seconds"]),
         "timeline": runs.timeline(job, events),

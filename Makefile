@@ -101,6 +101,7 @@ bench: install-dev test-data
 	$(FTSTUDIO) setup
 	$(PY) bench/bench_import.py
 	$(PY) bench/bench_sse.py
+	$(PY) bench/bench_web.py
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -29,7 +29,8 @@ SHARDED_STRATEGIES = ("fsdp", "deepspeed_zero2", "deepspeed_zero3")
 def class_key(device_class: str) -> str:
     """A device class as a queue name part: 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'
     (classes are compared by this key, so case and punctuation do not matter)."""
-    return re.sub(r"[^a-z0-9]+", "-", device_class.lower()).strip("-")[:80] or ANY_CLASS
+    key = re.sub(r"[^a-z0-9]+", "-", device_class.lower()).strip("-")[:80]
+    return f"c-{key}"  # never "any", whatever the class is called
 
 
 def training_queue(

@@ -203,7 +203,11 @@ def launch(jobs_dir: Path, job: Job) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
+        pass
+    try:
         return launch_plan(TrainingSpec.model_validate(job.spec))
+    except ValueError:  # a stored spec this version refuses
+        return {"processes": None, "strategy": None, "config": None}
 
 
 # --- CSV ---------------------------------------------------------------------------------

@@ -130,13 +130,21 @@ def _pending_adapters(base_path: Path, chain: list[Stage]) -> tuple[Path, list[S
 
 
 def materialize_start(
-    base_path: Path, chain: list[Stage], out_dir: Path, *, dtype: Dtype = "auto"
+    base_path: Path,
+    chain: list[Stage],
+    out_dir: Path,
+    *,
+    dtype: Dtype = "auto",
+    write: bool = True,
 ) -> Path:
     """A model directory holding the base with every checkpoint of ``chain`` folded in; the
-    base itself (no chain), or the last whole-model checkpoint when no adapter follows it."""
+    base itself (no chain), or the last whole-model checkpoint when no adapter follows it.
+    ``write=False`` only says where it is (the other ranks of a run, once rank 0 wrote it)."""
     start, adapters = _pending_adapters(base_path, chain)
     if not adapters:
         return start
+    if not write:
+        return out_dir
     shutil.rmtree(out_dir, ignore_errors=True)
     model, scores = None, False
     with torch.no_grad():

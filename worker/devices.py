@@ -115,6 +115,21 @@ def detect_devices() -> list[DeviceInfo]:
     return devices
 
 
+def current_cuda_device() -> DeviceInfo:
+    """The CUDA device this process trains on (after ``torch.cuda.set_device``), asked of
+    torch without touching the others (each would get a CUDA context from this process)."""
+    import torch
+
+    index = torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    capability = (props.major, props.minor)
+    try:
+        bf16 = bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # an older torch without including_emulation
+        bf16 = capability >= BF16_MIN_CAPABILITY
+    return DeviceInfo.cuda(props.name, capability, int(props.total_memory), bf16=bf16, index=index)
+
+
 def resolve_precision(requested: str, device: DeviceInfo) -> Precision:
     """The precision a run computes in on ``device``; see the module's docstring for the rules.
 

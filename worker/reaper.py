@@ -31,7 +31,8 @@ def reap_lost_jobs() -> list[int]:
         stale = stale_jobs(session, stale_after)
     requeued = []
     for job_id, attempt in stale:
-        stop_job_processes(job_id, attempt)  # all of its processes are gone first
+        if not stop_job_processes(job_id, attempt):  # all of its processes are gone first
+            continue  # a process that will not die still holds its devices: not requeued yet
         try:
             with session_scope() as session:  # one job's failure leaves the others reaped
                 moved = reap_job(session, job_id, attempt)

@@ -120,17 +120,18 @@ class _Registration:
             logger.exception("worker heartbeat failed")
 
     def _loop(self) -> None:
-        from worker.reaper import REAP_EVERY_BEATS, reap_lost_jobs
+        from worker.reaper import REAP_EVERY_BEATS
 
         beats = 0
+        reaping: threading.Thread | None = None
         while not self.stop.wait(get_settings().heartbeat_seconds):
             self.beat()
             beats += 1
-            if beats % REAP_EVERY_BEATS == 0:
-                try:
-                    reap_lost_jobs()  # a dead host's jobs are requeued without a restart there
-                except Exception:
-                    logger.exception("reaping lost jobs failed")
+            if beats % REAP_EVERY_BEATS == 0 and (reaping is None or not reaping.is_alive()):
+                # its own thread: stopping a lost job's processes may take a while, and the
+                # beat must go on meanwhile
+                reaping = threading.Thread(target=_reap, name="ftstudio-reaper", daemon=True)
+                reaping.start()
 
     def detect(self) -> None:
         self.devices = owned_devices()
@@ -156,6 +157,15 @@ class _Registration:
                     worker_registry.stopped(session, self.name)
             except Exception:
                 logger.exception("could not mark worker %s stopped", self.name)
+
+
+def _reap() -> None:
+    from worker.reaper import reap_lost_jobs
+
+    try:
+        reap_lost_jobs()  # a dead host's jobs are requeued without a restart there
+    except Exception:
+        logger.exception("reaping lost jobs failed")
 
 
 registration = _Registration()

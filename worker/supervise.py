@@ -110,10 +110,12 @@ def _terminate_group(child: subprocess.Popen) -> None:
 
 
 def _read_error(error_path: Path, log_path: Path) -> str | None:
-    if error_path.exists():
-        return error_path.read_text()[:4000]
-    for rank_error in sorted(error_path.parent.glob(f"{error_path.name}.rank*")):
-        return rank_error.read_text()[:4000]  # rank 0 said nothing: another rank's reason
+    written = [p for p in (error_path, *error_path.parent.glob(f"{error_path.name}.rank*"))]
+    written = [p for p in written if p.exists()]
+    if written:
+        # The first rank to fail says why; the others then fail on the broken process group.
+        first = min(written, key=lambda p: (p.stat().st_mtime_ns, p != error_path))
+        return first.read_text()[:4000]
     if log_path.exists():
         tail = log_path.read_bytes()[-2000:].decode(errors="replace")
         return f"the training process exited unexpectedly; last output:\n{tail}"

@@ -27,8 +27,7 @@ def run_job(job_id: int) -> str:
         job = session.get(Job, job_id)
         if job is None or job.status != JobStatus.queued:
             return "skipped"  # cancelled while queued, or already handled by another delivery
-        attempt = job.attempt
-        spec = TrainingSpec.model_validate(job.spec)
+        attempt, stored_spec = job.attempt, job.spec
         if not transition(
             session,
             job_id,
@@ -41,6 +40,19 @@ def run_job(job_id: int) -> str:
             return "skipped"
 
     job_dir = settings.jobs_dir / str(job_id)
+    try:
+        spec = TrainingSpec.model_validate(stored_spec)
+    except ValueError as exc:  # a stored spec this version refuses: the job fails, saying why
+        with session_scope() as session:
+            transition(
+                session,
+                job_id,
+                to=JobStatus.failed,
+                from_=[JobStatus.running],
+                attempt=attempt,
+                error=f"the job's stored hyperparameters are no longer valid: {exc}",
+            )
+        return JobStatus.failed.value
     set_current_job(job_id)
     try:
         result = _train(job_id, attempt, job_dir, spec)

@@ -60,3 +60,7 @@ def test_sharded_runs_go_only_to_workers_with_gpus() -> None:
     cores = Worker(name="c", host="h", device_class="cpu", devices=cpu, max_devices=16)
     assert holds(a10, None, 2, gpus=True) and not holds(cores, None, 2, gpus=True)
     assert holds(cores, None, 2)  # ddp runs there
+
+
+def test_a_class_named_any_is_not_the_any_class_queue() -> None:
+    assert training_queue("gpu", "Any", 1) != training_queue("gpu", None, 1)

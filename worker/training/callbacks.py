@@ -25,6 +25,7 @@ from app.models import Checkpoint, Job, JobEvent, JobStatus, Metric
 from app.runs import TRAINER_CONFIG_FILE
 from app.states import move
 from worker.child import ReportedFailure
+from worker.training.distributed import gather
 from worker.training.health import Alarm, HealthMonitor, MicroBatch, early_stopping_alarm
 
 NAMED_METRICS = ("loss", "learning_rate", "grad_norm", "epoch", "num_tokens")
@@ -116,23 +117,24 @@ class StudioCallback(TrainerCallback):
             return  # the other ranks follow rank 0 (distributed.SyncStopCallback)
         self._last_cancel_check = now
         with session_scope() as session:
-            if self._should_stop(session):
+            if attempt_over(session, self.job_id, self.attempt):
                 control.should_training_stop = True
                 control.should_save = False
 
-    def _should_stop(self, session: Session) -> bool:
-        """Cancelled, or no longer this attempt's to run: a lost worker's job was requeued, and
-        this process, left behind on another host, must not train on beside the next attempt."""
-        row = session.execute(
-            select(Job.cancel_requested, Job.status, Job.attempt).where(Job.id == self.job_id)
-        ).one_or_none()
-        if row is None:
-            return True
-        cancelled, status, attempt = row
-        return bool(cancelled) or status != JobStatus.running or attempt != self.attempt
-
     def _rel(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.jobs_root.resolve()))
+
+
+def attempt_over(session: Session, job_id: int, attempt: int) -> bool:
+    """Cancelled, or no longer this attempt's to run: a lost worker's job was requeued, and a
+    process left behind on another host must not train (or save) beside the next attempt."""
+    row = session.execute(
+        select(Job.cancel_requested, Job.status, Job.attempt).where(Job.id == job_id)
+    ).one_or_none()
+    if row is None:
+        return True
+    cancelled, status, current = row
+    return bool(cancelled) or status != JobStatus.running or current != attempt
 
 
 def write_trainer_config(
@@ -193,7 +195,9 @@ class HealthCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
     ) -> None:
         micro_batches, self._micro_batches = self._micro_batches, []
-        alarms = self.monitor.train_step(state.global_step, micro_batches)
+        # Each rank sees its own batches: every rank gets every rank's alarms, so rank 0 records
+        # a NaN another rank hit and every rank fails with its message.
+        alarms = gather(self.monitor.train_step(state.global_step, micro_batches))
         self._record(state, alarms)
         fatal = next((a for a in alarms if a.fatal), None)
         if fatal is not None:

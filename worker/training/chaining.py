@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.chaining import is_complete, lineage
@@ -32,13 +33,9 @@ def checkpoint_stage(checkpoint: Checkpoint, jobs_dir: Path) -> Stage:
     return Stage(jobs_dir / checkpoint.path, checkpoint.job.method)
 
 
-def take_resume_dir(session: Session, job: Job, jobs_dir: Path) -> Path | None:
-    """The checkpoint a resumed job continues from (its trainer state included), or None.
-
-    Taking it clears ``Job.resume_checkpoint_id`` (committed with the caller's session): it is
-    an instruction to this attempt, and once the run saves newer checkpoints, save_total_limit
-    may delete that one (a row still referenced would refuse to go). The job's "resumed" event
-    keeps the record."""
+def resume_dir(session: Session, job: Job, jobs_dir: Path) -> Path | None:
+    """The checkpoint a resumed job continues from (its trainer state included), or None. Every
+    rank of a run reads it; rank 0 then forgets it (``forget_resume_checkpoint``)."""
     if job.resume_checkpoint_id is None:
         return None
     checkpoint = session.get(Checkpoint, job.resume_checkpoint_id)
@@ -46,5 +43,15 @@ def take_resume_dir(session: Session, job: Job, jobs_dir: Path) -> Path | None:
         raise FileNotFoundError(
             f"checkpoint {job.resume_checkpoint_id} to resume from is gone or incomplete"
         )
-    job.resume_checkpoint_id = None
     return jobs_dir / checkpoint.path
+
+
+def forget_resume_checkpoint(session: Session, job_id: int, attempt: int) -> None:
+    """Clear ``Job.resume_checkpoint_id`` once every rank has read it: it is an instruction to
+    this attempt, and once the run saves newer checkpoints, save_total_limit may delete that one
+    (a row still referenced would refuse to go). The job's "resumed" event keeps the record."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt)
+        .values(resume_checkpoint_id=None)
+    )

@@ -96,6 +96,15 @@ def agree(flag: bool) -> bool:
     return bool(value.item())
 
 
+def gather(items: list[Any]) -> list[Any]:
+    """Every rank's ``items``, on every rank (``items`` itself in a one-process run)."""
+    if not dist.is_initialized():
+        return items
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
+
+
 class SyncStopCallback(TrainerCallback):
     """Last in the callbacks: after every step, if any rank stops (cancel, NaN), all stop, and
     none saves or evaluates unless all would."""

@@ -79,10 +79,11 @@ def rule_rewards(rules: list[RewardRule]) -> list[RewardFunc]:
 
 
 def reward_model_dir(
-    session: Session, spec: TrainingSpec, jobs_dir: Path, work_dir: Path
+    session: Session, spec: TrainingSpec, jobs_dir: Path, work_dir: Path, *, write: bool = True
 ) -> Path | None:
     """The reward model's weights as one directory: a registered model as it is, or a reward
-    run's checkpoint with its adapter (and the run's ancestors) folded into its base."""
+    run's checkpoint with its adapter (and the run's ancestors) folded into its base (written
+    by rank 0 alone: ``write=False`` only says where)."""
     if spec.reward_model is not None:
         model = session.get(BaseModel, spec.reward_model)
         assert model is not None
@@ -93,7 +94,8 @@ def reward_model_dir(
     assert checkpoint is not None
     job = checkpoint.job
     chain = [*lineage_stages(session, job, jobs_dir), checkpoint_stage(checkpoint, jobs_dir)]
-    return materialize_start(Path(job.base_model.path), chain, work_dir, dtype=torch.float32)
+    base = Path(job.base_model.path)
+    return materialize_start(base, chain, work_dir, dtype=torch.float32, write=write)
 
 
 def grpo_extras(

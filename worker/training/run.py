@@ -22,7 +22,6 @@ from app.chat.encoding import ChatFormat
 from app.chat.rows import RowEncoder
 from app.chat.tokenizer import load_model_tokenizer
 from app.db import session_scope
-from app.jobs import cancel_requested
 from app.methods import get_method, is_reward_model
 from app.models import Checkpoint, DatasetRow, Job, JobStatus
 from app.settings import get_settings
@@ -30,11 +29,16 @@ from app.spec import TrainingSpec
 from app.states import move
 from worker.checkpoints import load_weights, materialize_start, training_dtype
 from worker.child import ReportedFailure, run_child_main
-from worker.devices import detect_devices, resolved_device_config
+from worker.devices import current_cuda_device, detect_devices, resolved_device_config
 from worker.training.adapters import apply_freeze, freeze_plan
 from worker.training.batch_rows import watch_batches, with_row_indices
-from worker.training.callbacks import HealthCallback, StudioCallback
-from worker.training.chaining import START_DIR, lineage_stages, take_resume_dir
+from worker.training.callbacks import HealthCallback, StudioCallback, attempt_over
+from worker.training.chaining import (
+    START_DIR,
+    forget_resume_checkpoint,
+    lineage_stages,
+    resume_dir,
+)
 from worker.training.distributed import (
     SyncStopCallback,
     agree,
@@ -102,7 +106,13 @@ def load_model(
     model = load_weights(
         model_path,
         scores=is_reward_model(spec.method),
-        dtype=training_dtype(use_cpu, precision, full_weights=spec.adapter in ("full", "freeze")),
+        # fp16 mixed precision keeps fp32 master copies of what it trains whole: the full and
+        # frozen-prefix runs, and a reward model's new score head (peft trains a copy of it)
+        dtype=training_dtype(
+            use_cpu,
+            precision,
+            full_weights=spec.adapter in ("full", "freeze") or is_reward_model(spec.method),
+        ),
         pad_token_id=tokenizer.pad_token_id,
         quantization_config=quantization,
         attn_implementation=attention,
@@ -149,8 +159,7 @@ def record_parameters(model: torch.nn.Module, path: Path) -> dict:
 def resolve_device(spec: TrainingSpec, use_cpu: bool) -> dict[str, Any]:
     """The device this process trains on and the precision and attention kernel it gets there
     (``worker.devices``); a precision the device cannot do is refused with the reason."""
-    devices = detect_devices()
-    device = devices[0] if use_cpu else devices[local_rank() % len(devices)]
+    device = detect_devices()[0] if use_cpu else current_cuda_device()
     try:
         return resolved_device_config(spec.precision, device)
     except ValueError as exc:
@@ -184,7 +193,7 @@ def train(job_id: int) -> None:
         model_path = Path(job.base_model.path)
         chat_template, dataset_id, eval_id = job.chat_template, job.dataset_id, job.eval_dataset_id
         chain = lineage_stages(session, job, settings.jobs_dir)  # chaining: the parent's weights
-        resume_from = take_resume_dir(session, job, settings.jobs_dir)
+        resume_from = resume_dir(session, job, settings.jobs_dir)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model_tokens = load_model_tokenizer(model_path)  # what the studio's encoder tokenizes with
@@ -201,7 +210,9 @@ def train(job_id: int) -> None:
     start_dir = job_dir / START_DIR
     with main_first():  # rank 0 writes the chained start; the others read it
         start_dtype = training_dtype(use_cpu, precision)
-        start_path = materialize_start(model_path, chain, start_dir, dtype=start_dtype)
+        start_path = materialize_start(
+            model_path, chain, start_dir, dtype=start_dtype, write=is_main()
+        )
     set_seed(spec.seed)  # a reward model's new score head is initialised while loading
     model = load_model(
         spec, start_path, tokenizer, use_cpu=use_cpu, precision=precision, attention=attention
@@ -217,7 +228,9 @@ def train(job_id: int) -> None:
         job_id, early_stopping=early_stopping_callback(spec, eval_ds is not None)
     )
     with main_first(), session_scope() as session:  # PPO / GRPO: the model that scores answers
-        reward_dir = reward_model_dir(session, spec, settings.jobs_dir, start_dir / "reward")
+        reward_dir = reward_model_dir(
+            session, spec, settings.jobs_dir, start_dir / "reward", write=is_main()
+        )
     # The trainers initialise the LoRA weights before Trainer seeds the RNGs: seed first, so the
     # same spec gives the same run.
     set_seed(spec.seed)
@@ -244,8 +257,10 @@ def train(job_id: int) -> None:
     check_strategy_engaged(spec, trainer)
     if not get_method(spec.method).generates:  # RL trainers batch generations, not dataset rows
         watch_batches(trainer, health.micro_batch)
-    barrier()  # every rank has loaded the start (and any reference model with it)
+    barrier()  # every rank has loaded the start (and any reference model) and read the job
     if is_main():
+        with session_scope() as session:
+            forget_resume_checkpoint(session, job_id, attempt)
         shutil.rmtree(start_dir, ignore_errors=True)
         record_parameters(trainer.model, output_dir / PARAMETERS_FILE)
     # Resume: the trainer reloads the weights, optimizer, scheduler, RNG and global step.
@@ -256,8 +271,8 @@ def train(job_id: int) -> None:
     health.raise_on_failure()  # a NaN loss: the run fails, no final model
 
     with session_scope() as session:
-        cancelled = cancel_requested(session, job_id)
-    if agree(cancelled):  # every rank takes the same way: saving is collective under sharding
+        over = attempt_over(session, job_id, attempt)  # cancelled, or requeued meanwhile
+    if agree(over):  # every rank takes the same way: saving is collective under sharding
         return
     final_dir = output_dir / "final"
     trainer.save_model(str(final_dir))  # consolidated: FSDP full state dict, ZeRO-3 gathered
@@ -270,6 +285,11 @@ def train(job_id: int) -> None:
         rows = load_rows(eval_id or dataset_id)
         stop_check = check_stopping(spec, trainer.model, encoder, rows)
     with session_scope() as session:
+        running = JobStatus.running
+        if not move(
+            session, Job, job_id, to=None, from_=running, attempt=attempt, stop_check=stop_check
+        ):
+            return  # no longer this attempt's job: its final model is not recorded
         session.add(
             Checkpoint(
                 job_id=job_id,
@@ -279,8 +299,6 @@ def train(job_id: int) -> None:
                 stop_check=stop_check,
             )
         )
-        running = JobStatus.running
-        move(session, Job, job_id, to=None, from_=running, attempt=attempt, stop_check=stop_check)
 
 
 def check_stopping(

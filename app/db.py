@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -9,16 +10,38 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 
 class Base(DeclarativeBase):
     pass
 
 
-def _make_engine(url: str) -> Engine:
+def web_threads(settings: Settings) -> int:
+    """How many blocking handlers the web process runs at once (``FTSTUDIO_WEB_THREADS``; 0: 4
+    per core, 8 to 40). anyio's default of 40 threads on a small machine makes the event loop
+    fight the GIL and the pool's queue lock; every thread beyond the pool waits for a
+    connection."""
+    if settings.web_threads:
+        return settings.web_threads
+    return min(40, max(8, 4 * (os.cpu_count() or 1)))
+
+
+def _make_engine(url: str, pool_size: int = 5) -> Engine:
+    # One pooled connection per web thread, plus headroom for the event loop's own short reads
+    # (auth, feeds) and the background threads; a pool smaller than the thread pool makes
+    # requests queue for connections instead of for threads.
+    pool = {"pool_size": pool_size, "max_overflow": max(4, pool_size // 2)}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        if ":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:"):
+            # An in-memory database lives in one connection: keep SQLAlchemy's single-
+            # connection pool for it.
+            pool = {}
+        # Pooled connections move between threads (one per request, never shared at once),
+        # hence check_same_thread=False.
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -30,14 +53,14 @@ def _make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 @lru_cache
 def get_engine() -> Engine:
     settings = get_settings()
     settings.ensure_dirs()
-    return _make_engine(settings.sqlalchemy_url)
+    return _make_engine(settings.sqlalchemy_url, pool_size=web_threads(settings))
 
 
 @lru_cache

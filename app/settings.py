@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         "'NVIDIA H100 80GB HBM3' or 'cpu').",
     )
     max_upload_bytes: int = Field(default=512 * 1024 * 1024)
+    web_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Worker threads for the web process's blocking handlers, and its database "
+        "pool size (0: 4 per CPU core, at least 8 and at most 40).",
+    )
     models_dir: Path | None = Field(default=None, description="Default: data_dir/models.")
     heartbeat_seconds: float = 5.0
     device_memory_bytes: int = Field(

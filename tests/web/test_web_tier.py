@@ -259,3 +259,116 @@ def test_metrics_queries_are_bounded(client, alice: Account, seeded: Seeded) -> 
     client.get(url, headers=alice.headers)
     # auth, the job, the rows' count and last id; the rows themselves come from the cache.
     assert _statements_for(client, url, alice.headers) <= 3
+
+
+def _add_jobs_with_their_own_model_and_dataset(owner_id: int, count: int) -> None:
+    """``count`` runs, each with a base model and a dataset no other run has: a page that loads
+    them one by one issues a statement per run."""
+    from app.db import session_scope
+    from app.models import BaseModel, Dataset
+
+    with session_scope() as session:
+        for _ in range(count):
+            tag = uuid.uuid4().hex[:8]
+            model = BaseModel(name=f"own-{tag}", path="/nonexistent", source="local")
+            dataset = Dataset(owner_id=owner_id, name=f"own-{tag}", kind="sft", format="alpaca")
+            session.add_all([model, dataset])
+            session.flush()
+            _add_jobs(session, owner_id, model.id, dataset.id, 1)
+
+
+def test_runs_page_queries_do_not_grow_with_jobs(client) -> None:
+    from app.auth import create_token, get_or_create_user
+    from app.db import session_scope
+
+    with session_scope() as session:
+        user = get_or_create_user(session, f"pager-{uuid.uuid4().hex[:6]}")
+        user_id = user.id
+        headers = {"Authorization": f"Bearer {create_token(session, user)}"}
+    _add_jobs_with_their_own_model_and_dataset(user_id, 3)
+    client.get("/jobs", headers=headers)  # the token's first use writes last_used_at
+    few = _statements_for(client, "/jobs", headers)
+    _add_jobs_with_their_own_model_and_dataset(user_id, 27)
+    many = _statements_for(client, "/jobs", headers)
+    page = BeautifulSoup(client.get("/jobs", headers=headers).text, "html.parser")
+    rows = page.select("tr.job-row")
+    assert len(rows) == 30
+    assert all(r.select_one(".job-model").text.startswith("own-") for r in rows)
+    assert all(r.select_one(".job-dataset").text.startswith("own-") for r in rows)
+    assert many == few
+    # A filtered list reads the same objects: still one count for any number of runs.
+    filtered = _statements_for(client, "/jobs?status=succeeded", headers)
+    assert filtered <= few + 1
+
+
+def _upload_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict:
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "scheme": "http",
+        "query_string": b"",
+        "headers": headers,
+        "server": ("test", 80),
+        "client": ("test", 1),
+        "http_version": "1.1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "kind"),
+    [
+        ("/api/datasets", [(b"content-length", b"4097")], 413, "application/json"),
+        ("/datasets", [(b"content-length", b"4097")], 413, "text/html"),
+        ("/api/datasets", [], 411, "application/json"),
+    ],
+)
+def test_upload_limit_refuses_before_reading_the_body(
+    path: str, headers: list, status: int, kind: str
+) -> None:
+    """The plain ASGI upload limit answers without calling the app or reading a byte."""
+    import asyncio
+
+    from app.main import UploadLimit
+
+    async def app(scope, receive, send) -> None:
+        raise AssertionError("the app must not see a refused upload")
+
+    async def receive() -> dict:
+        raise AssertionError("a refused upload's body must not be read")
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(
+        UploadLimit(app, max_upload_bytes=4096)(_upload_scope(path, headers), receive, send)
+    )
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == status
+    assert dict(sent[0]["headers"])[b"content-type"].decode().startswith(kind)
+
+
+def test_upload_limit_passes_everything_else_through() -> None:
+    import asyncio
+
+    from app.main import UploadLimit
+
+    seen: list[str] = []
+
+    async def app(scope, receive, send) -> None:
+        seen.append(scope.get("path", scope["type"]))
+
+    async def unused(*_args) -> None:
+        raise AssertionError("not for the middleware")
+
+    limit = UploadLimit(app, max_upload_bytes=4096)
+    fits = _upload_scope("/api/datasets", [(b"content-length", b"4096")])
+    elsewhere = _upload_scope("/api/jobs", [(b"content-length", b"999999")])
+    asyncio.run(limit(fits, unused, unused))
+    asyncio.run(limit(elsewhere, unused, unused))
+    asyncio.run(limit({"type": "lifespan"}, unused, unused))
+    assert seen == ["/api/datasets", "/api/jobs", "lifespan"]

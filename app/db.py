@@ -20,19 +20,22 @@ class Base(DeclarativeBase):
 def web_threads(settings: Settings) -> int:
     """How many blocking handlers the web process runs at once (``FTSTUDIO_WEB_THREADS``; 0: 4
     per core, 8 to 40). anyio's default of 40 threads on a small machine makes the event loop
-    fight the GIL and the pool's queue lock; every thread beyond the pool waits for a
-    connection."""
+    fight the GIL and the thread pool's queue lock. Also the database pool's size."""
     if settings.web_threads:
         return settings.web_threads
     return min(40, max(8, 4 * (os.cpu_count() or 1)))
 
 
 def _make_engine(url: str, pool_size: int = 5) -> Engine:
-    # One pooled connection per web thread, plus headroom for the event loop's own short reads
-    # (auth, feeds) and the background threads; a pool smaller than the thread pool makes
-    # requests queue for connections instead of for threads.
-    pool = {"pool_size": pool_size, "max_overflow": max(4, pool_size // 2)}
+    # A web request holds its session's connection from the auth dependency to its response,
+    # across its hops between threads, so the pool bounds requests in flight, not threads: a
+    # pool as small as the thread pool deadlocks under load (threads waiting for connections
+    # held by requests waiting for threads, until the pool's 30 s timeout). Keep one
+    # connection per thread, and let more open beside it: without limit for SQLite (a
+    # connection is a file handle), at least as many again (and 15 in all) for Postgres.
+    pool = {"pool_size": pool_size, "max_overflow": max(10, pool_size)}
     if url.startswith("sqlite"):
+        pool["max_overflow"] = -1
         if ":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:"):
             # An in-memory database lives in one connection: keep SQLAlchemy's single-
             # connection pool for it.

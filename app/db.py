@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -18,12 +17,11 @@ class Base(DeclarativeBase):
 
 
 def web_threads(settings: Settings) -> int:
-    """How many blocking handlers the web process runs at once (``FTSTUDIO_WEB_THREADS``; 0: 4
-    per core, 8 to 40). anyio's default of 40 threads on a small machine makes the event loop
-    fight the GIL and the thread pool's queue lock. Also the database pool's size."""
-    if settings.web_threads:
-        return settings.web_threads
-    return min(40, max(8, 4 * (os.cpu_count() or 1)))
+    """How many blocking handlers the web process runs at once (``FTSTUDIO_WEB_THREADS``; 0:
+    anyio's default of 40). Also the database pool's size. Measured with bench/bench_web.py on
+    2 cores under 50 clients, 8 threads were no faster than 40 (BENCHMARKS.md), so the default
+    stays; the setting is for operators who measure otherwise."""
+    return settings.web_threads or 40
 
 
 def _make_engine(url: str, pool_size: int = 5) -> Engine:
@@ -32,8 +30,9 @@ def _make_engine(url: str, pool_size: int = 5) -> Engine:
     # pool as small as the thread pool deadlocks under load (threads waiting for connections
     # held by requests waiting for threads, until the pool's 30 s timeout). Keep one
     # connection per thread, and let more open beside it: without limit for SQLite (a
-    # connection is a file handle), at least as many again (and 15 in all) for Postgres.
-    pool = {"pool_size": pool_size, "max_overflow": max(10, pool_size)}
+    # connection is a file handle); for Postgres at most 10 kept open, and up to one more per
+    # thread beside them.
+    pool = {"pool_size": pool_size, "max_overflow": pool_size}
     if url.startswith("sqlite"):
         pool["max_overflow"] = -1
         if ":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:"):
@@ -56,6 +55,7 @@ def _make_engine(url: str, pool_size: int = 5) -> Engine:
             cursor.close()
 
         return engine
+    pool["pool_size"] = min(pool_size, 10)
     return create_engine(url, pool_pre_ping=True, **pool)
 
 

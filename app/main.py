@@ -40,8 +40,8 @@ def create_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Blocking handlers run in anyio's default thread pool (40 threads unless told); size
-        # it for the machine, like the database pool (app.db.web_threads).
+        # Blocking handlers run in anyio's default thread pool: FTSTUDIO_WEB_THREADS of them
+        # (0: anyio's 40), the same number as the database pool (app.db.web_threads).
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         yield
 

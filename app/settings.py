@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         ge=0,
         le=256,
         description="Worker threads for the web process's blocking handlers, and its database "
-        "pool size (0: 4 per CPU core, at least 8 and at most 40).",
+        "pool size (0: anyio's default, 40).",
     )
     models_dir: Path | None = Field(default=None, description="Default: data_dir/models.")
     heartbeat_seconds: float = 5.0

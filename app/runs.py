@@ -205,7 +205,7 @@ def launch(jobs_dir: Path, job: Job) -> dict[str, Any]:
     except (OSError, ValueError):
         pass
     try:
-        return launch_plan(TrainingSpec.model_validate(job.spec))
+        return launch_plan(TrainingSpec.from_stored(job.spec, job.spec_version))
     except ValueError:  # a stored spec this version refuses
         return {"processes": None, "strategy": None, "config": None}
 

@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.methods import METHOD_NAMES, METHODS, methods_with_field
 
-SPEC_VERSION = 1
+# 2: packing on by default (version 1 stored packing false for every method).
+SPEC_VERSION = 2
 
 Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 Adapter = Literal["full", "freeze", "lora", "dora", "qlora", "prefix", "prompt", "ptuning", "ia3"]
@@ -116,6 +117,11 @@ class SpecConflicts(ValueError):
 class TrainingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @classmethod
+    def from_stored(cls, values: dict[str, Any], version: int | None) -> TrainingSpec:
+        """A job's stored ``model_dump()`` as this version reads it."""
+        return cls.model_validate(upgrade_stored(values, version or 1))
+
     method: Method = knob(
         "sft",
         "Training method: " + "; ".join(f"{m.name}: {m.label}" for m in METHODS.values()) + ".",
@@ -197,10 +203,12 @@ class TrainingSpec(BaseModel):
         le=100,
     )
     packing: bool = knob(
-        False,
-        "SFT / pretraining: pack several rows into each max_length sequence (best-fit), with "
-        "position ids restarting per row; rows do not attend to each other with flash "
-        "attention (GPU); other attention kernels see the whole packed sequence.",
+        True,
+        "SFT / pretraining: pack several rows into each max_length sequence (best-fit) and "
+        "train without padding. Position ids restart at each row and every attention kernel "
+        "the studio uses (SDPA, eager, flash-attention) keeps packed rows from seeing each "
+        "other, so a row's loss is what it would be alone; there are fewer, fuller sequences "
+        "per epoch, so an epoch takes fewer steps. Off: one row per sequence, padded.",
     )
 
     # Preference methods (names as in TRL's DPOConfig / KTOConfig / CPOConfig / ORPOConfig).
@@ -600,3 +608,12 @@ def field_groups() -> dict[str, list[tuple[str, Any]]]:
         group = (info.json_schema_extra or {}).get("group", "training")  # type: ignore[union-attr]
         groups.setdefault(group, []).append((name, info))
     return groups
+
+
+def upgrade_stored(values: dict[str, Any], version: int) -> dict[str, Any]:
+    """A spec stored under an older ``SPEC_VERSION`` in this version's terms: runs keep the
+    settings they were made with, and knobs their method never took go back to the default."""
+    values = dict(values)
+    if version < 2 and values.get("method") not in methods_with_field("packing"):
+        values.pop("packing", None)  # false was the default for every method
+    return values

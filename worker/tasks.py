@@ -27,7 +27,7 @@ def run_job(job_id: int) -> str:
         job = session.get(Job, job_id)
         if job is None or job.status != JobStatus.queued:
             return "skipped"  # cancelled while queued, or already handled by another delivery
-        attempt, stored_spec = job.attempt, job.spec
+        attempt, stored_spec = job.attempt, (job.spec, job.spec_version)
         if not transition(
             session,
             job_id,
@@ -41,7 +41,7 @@ def run_job(job_id: int) -> str:
 
     job_dir = settings.jobs_dir / str(job_id)
     try:
-        spec = TrainingSpec.model_validate(stored_spec)
+        spec = TrainingSpec.from_stored(*stored_spec)
     except ValueError as exc:  # a stored spec this version refuses: the job fails, saying why
         with session_scope() as session:
             transition(

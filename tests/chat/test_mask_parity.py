@@ -98,6 +98,19 @@ def _trainer(spec: TrainingSpec, model_dir: Path, rows: list[dict], template: st
     )
 
 
+def _packed_rows(dataset) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Each row of each packed sequence: its tokens and which of them train."""
+    rows = []
+    for example in dataset:
+        start = 0
+        for length in example["seq_lengths"]:
+            ids = example["input_ids"][start : start + length]
+            labels = example["labels"][start : start + length]
+            rows.append((tuple(ids), tuple(int(label != -100) for label in labels)))
+            start += length
+    return rows
+
+
 def _dataset_rows(dataset_id: int) -> tuple[list[dict], Path, str]:
     from app.chat import library
     from app.models import Dataset
@@ -123,6 +136,7 @@ def test_sft_highlighted_tokens_are_the_trainers_labels(
         max_length=96,
         assistant_only_loss=loss != "all",
         completion_only_loss=loss == "last",
+        packing=False,  # one row a sequence; packed: the test below
     )
     trainer = _trainer(spec, model_dir, rows, template, tmp_path)
     views = [
@@ -132,6 +146,12 @@ def test_sft_highlighted_tokens_are_the_trainers_labels(
     trains = [v for v in views if v["trains"]]
     assert len(trainer.train_dataset) == len(trains)  # the rows the view flags as dropped
     assert [v["trains"] for v in views] == [True, True, loss == "all"]
+    packed = _trainer(
+        spec.model_copy(update={"packing": True}), model_dir, rows, template, tmp_path
+    )
+    assert sorted(_packed_rows(packed.train_dataset)) == sorted(
+        (tuple(v["token_ids"][: v["kept"]]), tuple(v["loss_mask"][: v["kept"]])) for v in trains
+    )
     for seen, example in zip(trains, trainer.train_dataset, strict=True):
         batch = trainer.data_collator([example])
         input_ids = batch["input_ids"][0].tolist()

@@ -10,12 +10,15 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
+from app.chat.encoding import ChatFormat
+from app.chat.rows import RowEncoder
+from app.chat.tokenizer import load_model_tokenizer
 from app.spec import TrainingSpec
 from tests.training.test_tiny_model import _bundled_dir
 from worker.tiny_model import build_tiny_llama
 from worker.training.batch_rows import ROW_INDEX_COLUMN, watch_batches, with_row_indices
 from worker.training.mapping import method_config, peft_config
-from worker.training.methods import trainer_class
+from worker.training.methods import build_dataset, trainer_class
 from worker.training.run import load_model
 
 ROWS = 8
@@ -60,6 +63,7 @@ def test_with_row_indices_needs_one_index_per_row() -> None:
 def test_each_micro_batch_reports_its_rows_and_loss(
     method: str, tiny_dir: Path, tmp_path: Path
 ) -> None:
+    unpacked = {"packing": False} if method == "sft" else {}  # packed: the test below
     spec = TrainingSpec(
         method=method,
         max_steps=2,
@@ -67,6 +71,7 @@ def test_each_micro_batch_reports_its_rows_and_loss(
         per_device_train_batch_size=2,
         gradient_accumulation_steps=2,
         max_length=64,
+        **unpacked,
     )
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     indices = list(range(FIRST_INDEX, FIRST_INDEX + ROWS))
@@ -84,3 +89,27 @@ def test_each_micro_batch_reports_its_rows_and_loss(
     assert [len(rows) for _, rows in seen] == [2, 2, 2, 2]
     assert sorted(row for _, rows in seen for row in rows) == indices
     assert all(math.isfinite(loss) for loss, _ in seen)
+
+
+def test_a_packed_sequence_reports_every_row_it_holds(tiny_dir: Path, tmp_path: Path) -> None:
+    spec = TrainingSpec(
+        method="sft", logging_steps=1, per_device_train_batch_size=2, max_length=256
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    tokens = load_model_tokenizer(tiny_dir)
+    fmt = ChatFormat(tokenizer.chat_template, tokens.special_tokens)
+    indices = list(range(FIRST_INDEX, FIRST_INDEX + ROWS))
+    dataset = build_dataset(_rows("sft"), spec, RowEncoder.for_spec(spec, fmt, tokens), indices)
+    assert len(dataset) < ROWS  # packed: several rows a sequence
+    trainer = trainer_class(spec)(
+        model=load_model(spec, tiny_dir, tokenizer, use_cpu=True),
+        args=method_config(spec, tmp_path, use_cpu=True),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config(spec, tiny_dir),
+    )
+    seen: list[tuple[float, list[int]]] = []
+    watch_batches(trainer, lambda loss, rows: seen.append((loss, rows)))
+    trainer.train()
+    assert sorted(row for _, rows in seen for row in rows) == indices  # each row once, named
+    assert max(len(rows) for _, rows in seen) > spec.per_device_train_batch_size

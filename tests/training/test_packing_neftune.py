@@ -51,10 +51,10 @@ def _trained_tokens(dataset) -> int:
 
 
 def test_packing_keeps_every_trained_token_in_fewer_sequences(tiny_model: str, tmp_path) -> None:
-    plain = _trainer(TrainingSpec(adapter="full", max_length=128), tmp_path / "plain")
-    packed = _trainer(
-        TrainingSpec(adapter="full", max_length=128, packing=True), tmp_path / "packed"
+    plain = _trainer(
+        TrainingSpec(adapter="full", max_length=128, packing=False), tmp_path / "plain"
     )
+    packed = _trainer(TrainingSpec(adapter="full", max_length=128), tmp_path / "packed")
     assert len(packed.train_dataset) < len(plain.train_dataset) == len(ROWS)
     assert _trained_tokens(packed.train_dataset) == _trained_tokens(plain.train_dataset)
     batch = packed.data_collator([packed.train_dataset[0]])

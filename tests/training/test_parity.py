@@ -36,7 +36,9 @@ HYPER = {
 }
 
 
-def _plain_trl_losses(model_dir: Path, records: list[dict], out: Path) -> list[float]:
+def _plain_trl_losses(
+    model_dir: Path, records: list[dict], out: Path, packing: bool
+) -> list[float]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     data = Dataset.from_list(
@@ -66,6 +68,7 @@ def _plain_trl_losses(model_dir: Path, records: list[dict], out: Path) -> list[f
         bf16=False,
         disable_tqdm=True,
         completion_only_loss=True,
+        packing=packing,  # TRL's own best-fit packing, padding-free
     )
     peft_config = LoraConfig(
         r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
@@ -82,16 +85,24 @@ def _plain_trl_losses(model_dir: Path, records: list[dict], out: Path) -> list[f
     return [log["loss"] for log in trainer.state.log_history if "loss" in log]
 
 
+@pytest.mark.parametrize("packing", [True, False])
 def test_studio_and_plain_trl_losses_match(
-    client, alice: Account, worker: Path, tiny_model: str, tmp_path: Path
+    client, alice: Account, worker: Path, tiny_model: str, tmp_path: Path, packing: bool
 ) -> None:
+    """Packed (the studio's default) against TRL's packing=True, and unpacked against TRL's
+    default: the studio packs its rows into the bins TRL makes, so the steps see the same
+    sequences."""
     records = json.loads(alpaca_demo().read_text())[:ROWS]
     upload = client.post(
         "/api/datasets",
         headers=alice.headers,
         files={"file": ("parity.json", json.dumps(records).encode())},
     )
-    body = {"base_model": tiny_model, "dataset_id": upload.json()["id"], "hyperparameters": HYPER}
+    body = {
+        "base_model": tiny_model,
+        "dataset_id": upload.json()["id"],
+        "hyperparameters": HYPER | {"packing": packing},
+    }
     job = client.post("/api/jobs", headers=alice.headers, json=body).json()
     assert wait_for_job(client, alice, job["id"])["status"] == "succeeded"
     studio = [
@@ -103,7 +114,7 @@ def test_studio_and_plain_trl_losses_match(
 
     with session_scope() as session:
         model_dir = Path(find_base_model(session, tiny_model).path)
-    plain = _plain_trl_losses(model_dir, records, tmp_path / "plain")
+    plain = _plain_trl_losses(model_dir, records, tmp_path / "plain", packing)
     assert len(studio) == len(plain) == 8
     # The first two losses see the same batches, masks, LoRA init and first update: equal to
     # float precision. Later steps drift slightly: CPU kernels are not bit-reproducible from one

@@ -69,7 +69,10 @@ def load_plan(evaluation_id: int) -> Plan:
             checkpoint = session.get(Checkpoint, record.checkpoint_id)
             if checkpoint is None:
                 raise FileNotFoundError(f"checkpoint {record.checkpoint_id} was deleted")
-            spec, method = TrainingSpec.model_validate(checkpoint.job.spec), checkpoint.job.method
+            spec, method = (
+                TrainingSpec.from_stored(checkpoint.job.spec, checkpoint.job.spec_version),
+                checkpoint.job.method,
+            )
             key = f"checkpoint:{checkpoint.id}"
         else:
             key = f"base:{record.base_model_id}"

@@ -1,6 +1,7 @@
 """Which dataset rows each training batch holds, and its loss, at every micro-batch.
 
-The train dataset gets a column with each example's ``DatasetRow.index``. TRL's trainers keep
+The train dataset gets a column with each example's ``DatasetRow.index`` (a packed sequence:
+the list of the rows it holds, ``worker.training.packing``). TRL's trainers keep
 extra columns through their dataset preparation, and Trainer drops columns outside its
 "signature" before batching (``remove_unused_columns``), so the column is added to that list.
 The collator is wrapped to take the column out of the examples and carry it in the batch as a
@@ -31,6 +32,14 @@ def with_row_indices(dataset: Dataset, indices: Sequence[int]) -> Dataset:
     return dataset.add_column(ROW_INDEX_COLUMN, list(indices))
 
 
+def _rows_of(example: dict[str, Any]) -> list[int]:
+    """The dataset rows of one example: its row, or the rows a packed sequence holds."""
+    rows = example.get(ROW_INDEX_COLUMN)
+    if rows is None:
+        return []
+    return list(rows) if isinstance(rows, list) else [rows]
+
+
 class RowIndexCollator:
     """Collates as ``collator`` does, with the examples' row indices beside the batch."""
 
@@ -38,7 +47,7 @@ class RowIndexCollator:
         self.collator = collator
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        rows = [example[ROW_INDEX_COLUMN] for example in examples if ROW_INDEX_COLUMN in example]
+        rows = [row for example in examples for row in _rows_of(example)]
         batch = self.collator(
             [{k: v for k, v in example.items() if k != ROW_INDEX_COLUMN} for example in examples]
         )

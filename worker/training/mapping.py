@@ -25,6 +25,7 @@ from worker.training.adapters import (
     target_modules,
 )
 from worker.training.methods import WORKER_METHODS, reward_weights, worker_method
+from worker.training.packing import PACKING_STRATEGY, packs
 
 __all__ = [
     "ADAPTER_FIELDS",
@@ -129,8 +130,8 @@ def _run_kwargs(
     }
     if "neftune_noise_alpha" in get_method(spec.method).fields and spec.neftune_noise_alpha > 0:
         kwargs["neftune_noise_alpha"] = spec.neftune_noise_alpha
-    if spec.packing:  # best-fit packing, position ids restart per row (padding-free)
-        kwargs |= {"packing": True, "packing_strategy": "bfd"}
+    if packs(spec):  # best-fit packing, position ids restart per row (padding-free)
+        kwargs |= {"packing": True, "packing_strategy": PACKING_STRATEGY}
     return kwargs
 
 

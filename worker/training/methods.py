@@ -43,6 +43,8 @@ from app.chat.rows import RowEncoder, encode_rows
 from app.data.rowtext import as_messages
 from app.spec import TrainingSpec
 from worker.training import rl
+from worker.training.batch_rows import with_row_indices
+from worker.training.packing import pack, packs
 
 Row = dict
 RowBuilder = Callable[[Row, RowEncoder], Row]
@@ -105,6 +107,17 @@ class StudioDPOTrainer(DPOTrainer):
         if args.max_length is not None and args.truncation_mode == "keep_start":
             dataset = dataset.filter(lambda row: len(row["prompt_ids"]) < args.max_length)
         return dataset
+
+
+class StudioSFTTrainer(SFTTrainer):
+    """SFTTrainer that takes the sequences the studio packed (``worker.training.packing``) as
+    they are: tokenized, truncated, labelled and packed, with a ``seq_lengths`` column. Any
+    other dataset is prepared as SFTTrainer prepares it."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, packing, *rest):  # type: ignore[no-untyped-def]
+        if "seq_lengths" in dataset.column_names:
+            return dataset
+        return super()._prepare_dataset(dataset, processing_class, args, packing, *rest)
 
 
 # The method knobs, as each method's TRL config names and expects them -------------------------
@@ -214,8 +227,8 @@ class WorkerMethod:
 
 WORKER_METHODS: dict[str, WorkerMethod] = {
     # SFTTrainer trains pretrain on the "text" column.
-    "sft": WorkerMethod(SFTConfig, SFTTrainer, sft_row, sft_kwargs),
-    "pretrain": WorkerMethod(SFTConfig, SFTTrainer, text_row, pretrain_kwargs),
+    "sft": WorkerMethod(SFTConfig, StudioSFTTrainer, sft_row, sft_kwargs),
+    "pretrain": WorkerMethod(SFTConfig, StudioSFTTrainer, text_row, pretrain_kwargs),
     "dpo": WorkerMethod(DPOConfig, StudioDPOTrainer, tokenized_preference_row, dpo_kwargs),
     "kto": WorkerMethod(KTOConfig, KTOTrainer, kto_row, kto_kwargs),
     "orpo": WorkerMethod(ORPOConfig, ORPOTrainer, preference_row, orpo_kwargs),
@@ -237,9 +250,19 @@ def worker_method(spec: TrainingSpec) -> WorkerMethod:
         raise ValueError(f"unknown method {spec.method!r}") from None
 
 
-def build_dataset(rows: list[Row], spec: TrainingSpec, encoder: RowEncoder) -> HFDataset:
+def build_dataset(
+    rows: list[Row],
+    spec: TrainingSpec,
+    encoder: RowEncoder,
+    row_indices: list[int] | None = None,
+) -> HFDataset:
+    """What the spec's trainer trains on: each row in the method's layout, with its
+    ``DatasetRow.index`` when given (names a batch's rows), packed when the spec packs."""
     build = worker_method(spec).row
-    return HFDataset.from_list(encode_rows(rows, lambda row: build(row, encoder)))
+    dataset = HFDataset.from_list(encode_rows(rows, lambda row: build(row, encoder)))
+    if row_indices is not None:
+        dataset = with_row_indices(dataset, row_indices)
+    return pack(dataset, spec.max_length) if packs(spec) else dataset
 
 
 def trainer_class(spec: TrainingSpec) -> type[Trainer]:

@@ -31,7 +31,7 @@ from worker.checkpoints import load_weights, materialize_start, training_dtype
 from worker.child import ReportedFailure, run_child_main
 from worker.devices import current_cuda_device, detect_devices, resolved_device_config
 from worker.training.adapters import apply_freeze, freeze_plan
-from worker.training.batch_rows import watch_batches, with_row_indices
+from worker.training.batch_rows import watch_batches
 from worker.training.callbacks import HealthCallback, StudioCallback, attempt_over
 from worker.training.chaining import (
     START_DIR,
@@ -57,6 +57,7 @@ from worker.training.mapping import (
     quantization_config,
 )
 from worker.training.methods import build_dataset, worker_method
+from worker.training.packing import quiet_isolation_warnings
 from worker.training.rl import reward_model_dir
 from worker.training.stop_check import run_stop_check
 
@@ -185,10 +186,11 @@ def check_strategy_engaged(spec: TrainingSpec, trainer: Any) -> None:
 
 def train(job_id: int) -> None:
     settings = get_settings()
+    quiet_isolation_warnings()
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None, f"job {job_id} does not exist"
-        spec = TrainingSpec.model_validate(job.spec)
+        spec = TrainingSpec.from_stored(job.spec, job.spec_version)
         attempt = job.attempt  # progress is written only while this attempt runs
         model_path = Path(job.base_model.path)
         chat_template, dataset_id, eval_id = job.chat_template, job.dataset_id, job.eval_dataset_id
@@ -221,9 +223,8 @@ def train(job_id: int) -> None:
     output_dir = job_dir / "output"
     chat_format = ChatFormat(chat_template, model_tokens.special_tokens)
     encoder = RowEncoder.for_spec(spec, chat_format, model_tokens)
-    train_ds = build_dataset(load_rows(dataset_id), spec, encoder)
+    train_ds = build_dataset(load_rows(dataset_id), spec, encoder, load_row_indices(dataset_id))
     eval_ds = build_dataset(load_rows(eval_id), spec, encoder) if eval_id else None
-    train_ds = with_row_indices(train_ds, load_row_indices(dataset_id))  # names a batch's rows
     health = HealthCallback(
         job_id, early_stopping=early_stopping_callback(spec, eval_ds is not None)
     )

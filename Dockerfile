@@ -36,8 +36,9 @@ COPY templates/ templates/
 COPY static/ static/
 COPY migrations/ migrations/
 
-# Editable: templates, static files and migrations are read from this directory.
-RUN pip install -e .
+# Editable: templates, static files and migrations are read from this directory. The gpu extra
+# brings Liger's fused kernels, which GPU workers use by default (liger_kernels=auto).
+RUN pip install -e '.[gpu]'
 
 # Third-party JS (htmx, uPlot) from the lockfile, copied into static/vendor.
 RUN npm ci --no-audit --no-fund \

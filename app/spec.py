@@ -32,6 +32,7 @@ Optimizer = Literal[
 ]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 DistributedStrategy = Literal["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
+LigerChoice = Literal["auto", "on", "off"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 
 DpoLossType = Literal[
@@ -209,6 +210,14 @@ class TrainingSpec(BaseModel):
         "the studio uses (SDPA, eager, flash-attention) keeps packed rows from seeing each "
         "other, so a row's loss is what it would be alone; there are fewer, fuller sequences "
         "per epoch, so an epoch takes fewer steps. Off: one row per sequence, padded.",
+    )
+
+    liger_kernels: LigerChoice = knob(
+        "auto",
+        "SFT / pretraining on a CUDA GPU: Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU "
+        "and a linear cross-entropy that never builds the whole logits tensor): less memory, "
+        "faster steps, the same losses within rounding. auto: on where the GPU and the model's "
+        "architecture have them, off on CPU; on: refuse to run without them; off: never.",
     )
 
     # Preference methods (names as in TRL's DPOConfig / KTOConfig / CPOConfig / ORPOConfig).

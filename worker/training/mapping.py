@@ -67,7 +67,7 @@ SFT_CONFIG_FIELDS = (
     "optim",
 )
 # Spec fields that become TRL config settings by a rule (see _run_kwargs).
-RULE_MAPPED_FIELDS = ("precision", "eval_steps", "neftune_noise_alpha", "packing")
+RULE_MAPPED_FIELDS = ("precision", "eval_steps", "neftune_noise_alpha", "packing", "liger_kernels")
 # Spec fields the studio's encoder (app.chat.rows) reads to choose which tokens carry loss; the
 # SFT rows reach TRL already tokenized, with their labels.
 ENCODER_FIELDS = ("assistant_only_loss", "completion_only_loss")
@@ -120,7 +120,7 @@ def _precision_kwargs(spec: TrainingSpec, use_cpu: bool, precision: str | None) 
 
 
 def _run_kwargs(
-    spec: TrainingSpec, has_eval: bool, use_cpu: bool, precision: str | None
+    spec: TrainingSpec, has_eval: bool, use_cpu: bool, precision: str | None, liger: bool
 ) -> dict[str, Any]:
     """The rule-mapped knobs (RULE_MAPPED_FIELDS)."""
     kwargs: dict[str, Any] = {
@@ -132,6 +132,8 @@ def _run_kwargs(
         kwargs["neftune_noise_alpha"] = spec.neftune_noise_alpha
     if packs(spec):  # best-fit packing, position ids restart per row (padding-free)
         kwargs |= {"packing": True, "packing_strategy": PACKING_STRATEGY}
+    if "liger_kernels" in get_method(spec.method).fields:  # resolved on the device
+        kwargs["use_liger_kernel"] = liger
     return kwargs
 
 
@@ -168,16 +170,17 @@ def method_config(
     use_cpu: bool = False,
     precision: str | None = None,
     strategy: dict[str, Any] | None = None,
+    liger: bool = False,
 ) -> TrainingArguments:
     """The TRL config of the spec's method: SFTConfig (sft, pretrain), DPOConfig, KTOConfig,
     ORPOConfig, CPOConfig (simpo) or RewardConfig. ``precision`` is the one resolved on the
     device; ``strategy`` the distributed strategy's arguments (``app.launch``), for a run on
-    several devices."""
+    several devices; ``liger`` whether the run uses Liger's kernels (``worker.kernels``)."""
     kwargs: dict[str, Any] = {name: getattr(spec, name) for name in SFT_CONFIG_FIELDS}
     kwargs |= {theirs: getattr(spec, ours) for ours, theirs in SFT_CONFIG_RENAMED.items()}
     kwargs |= worker_method(spec).config_kwargs(spec)
     kwargs |= _early_stopping_kwargs(spec, has_eval)
-    kwargs |= _run_kwargs(spec, has_eval, use_cpu, precision)
+    kwargs |= _run_kwargs(spec, has_eval, use_cpu, precision, liger)
     kwargs |= strategy or {}
     if get_method(spec.method).generates:  # prompts are as long as they are; answers have a cap
         del kwargs["max_length"]

@@ -30,6 +30,7 @@ from app.states import move
 from worker.checkpoints import load_weights, materialize_start, training_dtype
 from worker.child import ReportedFailure, run_child_main
 from worker.devices import current_cuda_device, detect_devices, resolved_device_config
+from worker.kernels import liger_model_types, resolve_liger
 from worker.training.adapters import apply_freeze, freeze_plan
 from worker.training.batch_rows import watch_batches
 from worker.training.callbacks import HealthCallback, StudioCallback, attempt_over
@@ -57,7 +58,7 @@ from worker.training.mapping import (
     quantization_config,
 )
 from worker.training.methods import build_dataset, worker_method
-from worker.training.packing import quiet_isolation_warnings
+from worker.training.packing import packs, quiet_isolation_warnings
 from worker.training.rl import reward_model_dir
 from worker.training.stop_check import run_stop_check
 
@@ -157,14 +158,23 @@ def record_parameters(model: torch.nn.Module, path: Path) -> dict:
     return record
 
 
-def resolve_device(spec: TrainingSpec, use_cpu: bool) -> dict[str, Any]:
-    """The device this process trains on and the precision and attention kernel it gets there
-    (``worker.devices``); a precision the device cannot do is refused with the reason."""
+def resolve_device(spec: TrainingSpec, use_cpu: bool, model_path: Path) -> dict[str, Any]:
+    """The device this process trains on and what the run gets there: precision, attention
+    kernel (``worker.devices``), fused kernels (``worker.kernels``) and packing. A precision or
+    kernel the device cannot do is refused with the reason."""
     device = detect_devices()[0] if use_cpu else current_cuda_device()
+    liger, kernels = False, "none"
     try:
-        return resolved_device_config(spec.precision, device)
+        resolved = resolved_device_config(spec.precision, device)
+        if "liger_kernels" in get_method(spec.method).fields:
+            model_type = json.loads((model_path / "config.json").read_text()).get("model_type")
+            liger, kernels = resolve_liger(
+                spec.liger_kernels, device, model_type, liger_model_types()
+            )
     except ValueError as exc:
         raise ReportedFailure(str(exc)) from None
+    packed = "best-fit, padding-free (rows isolated)" if packs(spec) else "off"
+    return resolved | {"liger_kernels": liger, "fused_kernels": kernels, "packed_rows": packed}
 
 
 def check_strategy_engaged(spec: TrainingSpec, trainer: Any) -> None:
@@ -205,7 +215,7 @@ def train(job_id: int) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     use_cpu = not torch.cuda.is_available()
     start_process_group(use_cpu)  # several processes (num_devices > 1): join the others
-    resolved = resolve_device(spec, use_cpu)
+    resolved = resolve_device(spec, use_cpu, model_path)
     precision, attention = resolved["precision"], resolved["attn_implementation"]
     print(f"device {resolved['device']}: {precision}, attention {attention}", flush=True)
     job_dir = settings.jobs_dir / str(job_id)
@@ -243,6 +253,7 @@ def train(job_id: int) -> None:
         use_cpu=use_cpu,
         precision=precision,
         strategy=trainer_arguments(job_dir),
+        liger=resolved["liger_kernels"],
     )
     studio = StudioCallback(job_id, attempt, settings.jobs_dir, resolved)
     trainer = entry.trainer(

@@ -301,6 +301,8 @@ RESOLVED_DEVICE_KEYS = (
     ("requested_precision", "precision asked for"),
     ("precision", "precision used"),
     ("attn_implementation", "attention"),
+    ("fused_kernels", "fused kernels"),
+    ("packed_rows", "packing"),
 )
 
 

@@ -29,6 +29,9 @@ _POSITIONAL = (
 _NO_PROMPT_LEARNING = dict.fromkeys(PROMPT_LEARNING, _POSITIONAL)
 
 
+STOP_CHECK_FIELD = "stop_check_prompts"
+
+
 @dataclass(frozen=True)
 class TrainingMethod:
     name: str
@@ -45,6 +48,10 @@ class TrainingMethod:
     reward_source: RewardSource = "none"
     # Adapters it cannot train, with the reason the request is refused.
     refused_adapters: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.stop_check:  # every method with the stop check takes its knob
+            object.__setattr__(self, "fields", (*self.fields, STOP_CHECK_FIELD))
 
     @property
     def is_reward_model(self) -> bool:

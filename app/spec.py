@@ -212,6 +212,15 @@ class TrainingSpec(BaseModel):
         "per epoch, so an epoch takes fewer steps. Off: one row per sequence, padded.",
     )
 
+    stop_check_prompts: int = knob(
+        4,
+        "After training a chat model: how many prompts of the data the final model answers "
+        "greedily, all in one batch of at most 64 new tokens, to check that it ends its answers "
+        "with the end-of-turn token (a model that never stops is the classic template or "
+        "masking failure). Bounded to 60 s; 0: skip the check.",
+        ge=0,
+        le=32,
+    )
     liger_kernels: LigerChoice = knob(
         "auto",
         "SFT / pretraining on a CUDA GPU: Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU "

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,15 +20,15 @@ from transformers import (
 )
 
 from app.db import session_scope
-from app.models import Checkpoint, Job, JobEvent, JobStatus, Metric
+from app.models import Checkpoint, Job, JobEvent, JobStatus
 from app.runs import TRAINER_CONFIG_FILE
 from app.states import move
 from worker.child import ReportedFailure
 from worker.training.distributed import gather
 from worker.training.health import Alarm, HealthMonitor, MicroBatch, early_stopping_alarm
+from worker.training.progress import ProgressWriter
 
 NAMED_METRICS = ("loss", "learning_rate", "grad_norm", "epoch", "num_tokens")
-CANCEL_POLL_SECONDS = 0.5
 
 
 def _finite_or_none(value: object) -> float | None:
@@ -50,7 +49,7 @@ class StudioCallback(TrainerCallback):
         self.attempt = attempt
         self.jobs_root = jobs_root
         self.resolved_device = resolved_device or {}
-        self._last_cancel_check = 0.0
+        self.progress = ProgressWriter(job_id, attempt, attempt_over)
 
     def _write(self, session: Session, **values: object) -> None:
         """Progress on the job row, only while this attempt runs (a requeued job's next attempt
@@ -68,6 +67,7 @@ class StudioCallback(TrainerCallback):
         write_trainer_config(
             args, Path(args.output_dir) / TRAINER_CONFIG_FILE, self.resolved_device
         )
+        self.progress.start()
 
     def on_log(
         self,
@@ -87,9 +87,7 @@ class StudioCallback(TrainerCallback):
         nonfinite = sorted(k for k, v in numbers.items() if _finite_or_none(v) is None)
         if nonfinite:
             extra["nonfinite"] = nonfinite
-        with session_scope() as session:
-            session.add(Metric(job_id=self.job_id, step=state.global_step, values=extra, **named))
-            self._write(session, step=state.global_step)
+        self.progress.add_metric(state.global_step, values=extra, **named)
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
@@ -112,14 +110,20 @@ class StudioCallback(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
     ) -> None:
-        now = time.monotonic()
-        if not state.is_world_process_zero or now - self._last_cancel_check < CANCEL_POLL_SECONDS:
-            return  # the other ranks follow rank 0 (distributed.SyncStopCallback)
-        self._last_cancel_check = now
-        with session_scope() as session:
-            if attempt_over(session, self.job_id, self.attempt):
-                control.should_training_stop = True
-                control.should_save = False
+        # The progress thread asks the database; the other ranks follow rank 0
+        # (distributed.SyncStopCallback).
+        if state.is_world_process_zero and self.progress.over.is_set():
+            control.should_training_stop = True
+            control.should_save = False
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: object
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Write every metric still queued (the end of training, or a run that failed)."""
+        self.progress.close()
 
     def _rel(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.jobs_root.resolve()))

@@ -66,13 +66,14 @@ PARAMETERS_FILE = "parameters.json"  # in the job's output dir
 OOM_ADVICE = "lower per_device_train_batch_size or max_length"
 
 
-def load_rows(dataset_id: int) -> list[dict]:
+def load_rows(dataset_id: int, limit: int | None = None) -> list[dict]:
     with session_scope() as session:
         return list(
             session.scalars(
                 select(DatasetRow.data)
                 .where(DatasetRow.dataset_id == dataset_id)
                 .order_by(DatasetRow.index)
+                .limit(limit)
             )
         )
 
@@ -276,10 +277,11 @@ def train(job_id: int) -> None:
         shutil.rmtree(start_dir, ignore_errors=True)
         record_parameters(trainer.model, output_dir / PARAMETERS_FILE)
     # Resume: the trainer reloads the weights, optimizer, scheduler, RNG and global step.
-    if not entry.resumes:
-        trainer.train()
-    else:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    resume = str(resume_from) if resume_from and entry.resumes else None
+    try:
+        trainer.train(**({"resume_from_checkpoint": resume} if entry.resumes else {}))
+    finally:
+        studio.close()  # the metrics logged before a failure are kept too
     health.raise_on_failure()  # a NaN loss: the run fails, no final model
 
     with session_scope() as session:
@@ -294,7 +296,8 @@ def train(job_id: int) -> None:
     if spec.num_devices > 1 and spec.distributed_strategy in ("fsdp", "deepspeed_zero3"):
         stop_check = {"error": "not run: the weights are sharded across the run's processes"}
     else:
-        rows = load_rows(eval_id or dataset_id)
+        # The first rows hold the prompts: a few more in case some have no answer to cut.
+        rows = load_rows(eval_id or dataset_id, limit=4 * spec.stop_check_prompts)
         stop_check = check_stopping(spec, trainer.model, encoder, rows)
     with session_scope() as session:
         running = JobStatus.running
@@ -317,14 +320,18 @@ def check_stopping(
     spec: TrainingSpec, model: PreTrainedModel, encoder: RowEncoder, rows: list[dict]
 ) -> dict | None:
     """The stop check for chat methods; its failure is recorded, never fails the run."""
-    if not get_method(spec.method).stop_check:
+    if not get_method(spec.method).stop_check or spec.stop_check_prompts == 0:
         return None
     try:
-        result = run_stop_check(model, encoder, rows)
+        result = run_stop_check(model, encoder, rows, spec.stop_check_prompts)
     except Exception as exc:  # a generation problem must not lose a finished run
         traceback.print_exc()
         return {"error": f"{type(exc).__name__}: {exc}"}
-    print(f"stop check: {result['stopped']}/{result['prompts']} answers ended", flush=True)
+    print(
+        f"stop check: {result['stopped']}/{result['prompts']} answers ended "
+        f"({result.get('seconds', 0)} s)",
+        flush=True,
+    )
     return result
 
 

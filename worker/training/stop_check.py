@@ -1,10 +1,12 @@
 """The stop check: after training, greedy generation on a few prompts (rendered with the locked
 template, as serving renders them) records whether the model ends its answer with its end-of-turn
 token. A model that never learned to stop is the classic template/masking failure. Which methods
-get it is the method table's ``stop_check`` (``app.methods``)."""
+get it is the method table's ``stop_check`` (``app.methods``); how many prompts, the spec's
+``stop_check_prompts`` (0: none)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -14,8 +16,9 @@ from app.chat.rows import RowEncoder
 from app.chat.validation import REFERENCE_CONVERSATION, end_of_turn_marker
 from app.data.rowtext import as_messages
 
-PROMPTS = 4
+PROMPTS = 4  # the spec's stop_check_prompts default
 MAX_NEW_TOKENS = 64
+MAX_SECONDS = 60.0  # generate's own time limit: the check never holds a finished run longer
 
 
 def prompt_messages(row: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -45,37 +48,40 @@ def stop_ids(encoder: RowEncoder) -> tuple[str | None, list[int]]:
 
 
 @torch.no_grad()
-def run_stop_check(model: Any, encoder: RowEncoder, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def run_stop_check(
+    model: Any, encoder: RowEncoder, rows: list[dict[str, Any]], prompts: int = PROMPTS
+) -> dict[str, Any]:
+    """Answer the first ``prompts`` prompts of ``rows`` greedily, in one left-padded batch,
+    within ``MAX_SECONDS``; how many of the answers ended with the end-of-turn token."""
+    started = time.monotonic()
     marker, ends = stop_ids(encoder)
-    prompts = [p for p in map(prompt_messages, rows) if p][:PROMPTS]
-    if not prompts or not ends:
+    conversations = [p for p in map(prompt_messages, rows) if p][:prompts]
+    if not conversations or not ends:
         return {"prompts": 0, "stopped": 0, "end_token": marker, "samples": []}
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    samples = []
-    for messages in prompts:
-        ids = encoder.prompt({"prompt": messages}).ids
-        input_ids = torch.tensor([ids], device=device)
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=MAX_NEW_TOKENS,
-            do_sample=False,
-            eos_token_id=ends,
-            pad_token_id=ends[0],
-        )
-        generated = output[0, len(ids) :].tolist()
-        stopped = bool(generated) and generated[-1] in ends
-        samples.append(
-            {
-                "prompt": messages[-1].get("content", "")[:200],
-                "output": encoder.tokenizer.tokenizer.decode(generated, skip_special_tokens=False),
-                "stopped": stopped,
-                "new_tokens": len(generated),
-            }
-        )
+    encoded = [encoder.prompt({"prompt": messages}).ids for messages in conversations]
+    longest = max(map(len, encoded))
+    pad = ends[0]
+    input_ids = torch.tensor([[pad] * (longest - len(ids)) + ids for ids in encoded], device=device)
+    attention_mask = torch.tensor(
+        [[0] * (longest - len(ids)) + [1] * len(ids) for ids in encoded], device=device
+    )
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=MAX_NEW_TOKENS,
+        max_time=MAX_SECONDS,
+        do_sample=False,
+        eos_token_id=ends,
+        pad_token_id=pad,
+    )
     model.train(was_training)
+    samples = [
+        _sample(messages, answer, ends, encoder)
+        for messages, answer in zip(conversations, output[:, longest:].tolist(), strict=True)
+    ]
     stopped = sum(s["stopped"] for s in samples)
     return {
         "prompts": len(samples),
@@ -83,5 +89,20 @@ def run_stop_check(model: Any, encoder: RowEncoder, rows: list[dict[str, Any]]) 
         "rate": stopped / len(samples),
         "end_token": marker,
         "max_new_tokens": MAX_NEW_TOKENS,
+        "seconds": round(time.monotonic() - started, 2),
         "samples": samples,
+    }
+
+
+def _sample(
+    messages: list[dict[str, Any]], answer: list[int], ends: list[int], encoder: RowEncoder
+) -> dict[str, Any]:
+    """One answer, cut after its first end token (the batch pads finished answers)."""
+    end = next((i for i, token in enumerate(answer) if token in ends), None)
+    generated = answer if end is None else answer[: end + 1]
+    return {
+        "prompt": messages[-1].get("content", "")[:200],
+        "output": encoder.tokenizer.tokenizer.decode(generated, skip_special_tokens=False),
+        "stopped": end is not None,
+        "new_tokens": len(generated),
     }

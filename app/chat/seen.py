@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.access import NotFound
 from app.chat import library
 from app.chat.encoding import ChatFormat, Encoding, LossOn
+from app.chat.packing import best_fit_decreasing
 from app.chat.rows import RowEncoder
 from app.chat.sandbox import TemplateError
 from app.chat.tokenizer import ModelTokenizer, TokenizerUnavailable, load_model_tokenizer
@@ -24,6 +25,9 @@ LOSS_CHOICES: dict[str, str] = {
     "last": "final assistant turn",
     "all": "every token",
 }
+
+
+PACKING_PREVIEW_ROWS = 64  # the packed view bins this many of the dataset's first rows
 
 
 class SeenRequestError(ValueError):
@@ -132,6 +136,47 @@ def row_sequences(view: Viewpoint, row: dict[str, Any]) -> list[dict[str, Any]]:
     except (TemplateError, ValueError) as exc:
         raise SeenRequestError(str(exc)) from exc
     return [{"label": label, **token_view(enc, view.tokenizer)} for label, enc in sequences]
+
+
+def packed_with(view: Viewpoint, rows: list[dict[str, Any]], index: int) -> dict[str, Any] | None:
+    """Where row ``index`` of ``rows`` sits when they are packed as the trainer packs them
+    (best fit into ``max_length``, rows that train nothing left out): the rows of its packed
+    sequence in order, each with the token it begins at. None without a max_length, or when
+    the row is left out."""
+    if view.max_length is None:
+        return None
+    encoder = view.encoder()
+    lengths = []
+    for row in rows:
+        try:
+            _, encoding = encoder.sequences(row)[0]
+        except (TemplateError, ValueError, IndexError):
+            encoding = None
+        lengths.append(len(encoding.input_ids) if encoding and encoding.trains else 0)
+    for packed in best_fit_decreasing(lengths, view.max_length):
+        if index in packed.rows:
+            starts = [sum(lengths[r] for r in packed.rows[:i]) for i in range(len(packed.rows))]
+            return {
+                "rows": [
+                    {"row": r, "start": start, "tokens": lengths[r]}
+                    for r, start in zip(packed.rows, starts, strict=True)
+                ],
+                "length": packed.length,
+                "max_length": view.max_length,
+                "among": len(rows),
+            }
+    return None
+
+
+def first_rows(session: Session, dataset_id: int, limit: int) -> list[dict[str, Any]]:
+    return list(
+        session.scalars(
+            select(DatasetRow.data)
+            .where(DatasetRow.dataset_id == dataset_id)
+            .order_by(DatasetRow.index)
+            .limit(limit)
+        )
+    )
 
 
 def dataset_row(session: Session, dataset_id: int, index: int) -> dict[str, Any] | None:

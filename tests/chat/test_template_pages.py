@@ -170,3 +170,26 @@ def test_job_form_shows_the_template_choice_and_what_the_model_sees(
     text = panel.select_one(".tokens").get_text()
     assert text.startswith("### Instruction:")
     assert trained(panel) == "Blue.<|im_end|>"
+
+
+def test_job_form_shows_where_packed_rows_begin(
+    client, browser: str, dataset_id: int, alice: Account
+) -> None:
+    models = client.get("/api/models", headers=alice.headers).json()
+    tiny = next(m["id"] for m in models if m["name"] == "tiny-llama")
+    fields = {
+        "csrf_token": browser,
+        "base_model": str(tiny),
+        "dataset_id": str(dataset_id),
+        "assistant_only_loss": "on",
+        "max_length": "512",
+    }
+    unpacked = soup(client.post("/jobs/seen", data=fields, headers=HTMX))
+    assert unpacked.select_one("#seen-packed") is None
+    panel = soup(client.post("/jobs/seen", data=fields | {"packing": "on"}, headers=HTMX))
+    rows = panel.select("#seen-packed .packed-rows li")
+    assert len(rows) > 1 and "0" in [li["data-row"] for li in rows]
+    starts = [int(li.get_text().split("begins at token ")[1].split()[0]) for li in rows]
+    tokens = [int(li.get_text().split("· ")[1].split()[0]) for li in rows]
+    assert starts == [sum(tokens[:i]) for i in range(len(rows))]
+    assert sum(tokens) <= 512

@@ -15,9 +15,12 @@ from app.chat.builtins import BUILTINS
 from app.chat.sandbox import TemplateError
 from app.chat.seen import (
     LOSS_CHOICES,
+    PACKING_PREVIEW_ROWS,
     SeenRequestError,
     Viewpoint,
     dataset_row,
+    first_rows,
+    packed_with,
     row_sequences,
     viewpoint,
 )
@@ -187,6 +190,9 @@ def _seen_context(
             raise SeenRequestError(f"this dataset has no row {values.get('row')}")
         context["sequences"] = row_sequences(view, row)
         context["model_name"] = view.model.name
+        if values.get("packing") == "on":  # the job form's first row, packed as trained
+            rows = first_rows(session, dataset.id, PACKING_PREVIEW_ROWS)
+            context["packed"] = packed_with(view, rows, 0)
     except (SeenRequestError, NotFound) as exc:
         context["error"] = str(exc)
     return context
@@ -230,5 +236,6 @@ def job_form_seen(
         "max_length": values.get("max_length", ""),
         "loss": loss,
         "row": "0",
+        "packing": values.get("packing", ""),
     }
     return render(request, "_seen.html", _seen_context(session, user, dataset, seen_values))

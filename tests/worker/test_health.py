@@ -153,11 +153,13 @@ def test_the_resolved_trainer_config_is_stored_and_served(runs: dict[str, dict])
     assert config["metric_for_best_model"] == "eval_loss"
     assert config["report_to"] == ["tensorboard"]
     assert config["eval_steps"] == config["save_steps"] == 2
-    # The fast defaults as this CPU run resolved them: packed rows, no Liger off a GPU.
-    assert config["packing"] is True and config["packing_strategy"] == "bfd"
-    assert config["packed_rows"] == "best-fit, padding-free (rows isolated)"
-    assert config["use_liger_kernel"] is False
-    assert config["fused_kernels"].startswith("none: not on CPU")
+    assert config["packing"] is False and config["packed_rows"] == "off"  # asked for
+    # The fast defaults as a CPU run resolves them: packed rows, no Liger off a GPU.
+    default = runs["spike"]["trainer_config"]
+    assert default["packing"] is True and default["packing_strategy"] == "bfd"
+    assert default["packed_rows"] == "best-fit, padding-free (rows isolated)"
+    assert default["use_liger_kernel"] is False
+    assert default["fused_kernels"].startswith("none: not on CPU")
 
 
 def test_tensorboard_event_files_hold_the_logged_curves(

@@ -387,3 +387,12 @@ def log_chunk(path: Path, offset: int, limit: int = 64 * 1024) -> tuple[str, int
     if end < 0:
         return "", offset
     return data[: end + 1].decode("utf-8", errors="replace"), offset + end + 1
+
+
+PHASE_EVENT = "phase"  # written by worker.training.phases
+
+
+def phases(events: Sequence[JobEvent]) -> list[dict[str, Any]]:
+    """Where the job's wall clock went: each recorded phase (queued, starting, imports, model
+    load, data preparation, first step, training, stop check, saving) in the order it ended."""
+    return [dict(e.details) for e in events if e.kind == PHASE_EVENT and "phase" in e.details]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import prepare_model_for_kbit_training
-from sqlalchemy import select
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from app.chat.encoding import ChatFormat
@@ -23,7 +24,7 @@ from app.chat.rows import RowEncoder
 from app.chat.tokenizer import load_model_tokenizer
 from app.db import session_scope
 from app.methods import get_method, is_reward_model
-from app.models import Checkpoint, DatasetRow, Job, JobStatus
+from app.models import Checkpoint, Dataset, Job, JobStatus
 from app.settings import get_settings
 from app.spec import TrainingSpec
 from app.states import move
@@ -39,6 +40,12 @@ from worker.training.chaining import (
     forget_resume_checkpoint,
     lineage_stages,
     resume_dir,
+)
+from worker.training.data import (
+    DataSource,
+    Preparation,
+    load_rows,
+    start_preparing,
 )
 from worker.training.distributed import (
     SyncStopCallback,
@@ -57,37 +64,14 @@ from worker.training.mapping import (
     peft_config,
     quantization_config,
 )
-from worker.training.methods import build_dataset, worker_method
+from worker.training.methods import worker_method
 from worker.training.packing import packs, quiet_isolation_warnings
+from worker.training.phases import PhaseCallback, PhaseClock, process_started_at
 from worker.training.rl import reward_model_dir
 from worker.training.stop_check import run_stop_check
 
 PARAMETERS_FILE = "parameters.json"  # in the job's output dir
 OOM_ADVICE = "lower per_device_train_batch_size or max_length"
-
-
-def load_rows(dataset_id: int, limit: int | None = None) -> list[dict]:
-    with session_scope() as session:
-        return list(
-            session.scalars(
-                select(DatasetRow.data)
-                .where(DatasetRow.dataset_id == dataset_id)
-                .order_by(DatasetRow.index)
-                .limit(limit)
-            )
-        )
-
-
-def load_row_indices(dataset_id: int) -> list[int]:
-    """The rows' ``DatasetRow.index`` values, in load_rows' order."""
-    with session_scope() as session:
-        return list(
-            session.scalars(
-                select(DatasetRow.index)
-                .where(DatasetRow.dataset_id == dataset_id)
-                .order_by(DatasetRow.index)
-            )
-        )
 
 
 def load_model(
@@ -196,6 +180,7 @@ def check_strategy_engaged(spec: TrainingSpec, trainer: Any) -> None:
 
 
 def train(job_id: int) -> None:
+    entered = time.time()
     settings = get_settings()
     quiet_isolation_warnings()
     with session_scope() as session:
@@ -207,35 +192,48 @@ def train(job_id: int) -> None:
         chat_template, dataset_id, eval_id = job.chat_template, job.dataset_id, job.eval_dataset_id
         chain = lineage_stages(session, job, settings.jobs_dir)  # chaining: the parent's weights
         resume_from = resume_dir(session, job, settings.jobs_dir)
+        submitted, taken = job.created_at, job.started_at
+        train_source = DataSource(dataset_id, job.dataset.content_hash, named_rows=True)
+        eval_source = None
+        if eval_id is not None:
+            eval_dataset = session.get(Dataset, eval_id)
+            assert eval_dataset is not None
+            eval_source = DataSource(eval_id, eval_dataset.content_hash, named_rows=False)
 
+    use_cpu = not torch.cuda.is_available()
+    start_process_group(use_cpu)  # several processes (num_devices > 1): join the others
+    clock = PhaseClock(job_id, record=is_main())
+    record_start_up(clock, attempt, submitted, taken, entered)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model_tokens = load_model_tokenizer(model_path)  # what the studio's encoder tokenizes with
     if chat_template:
         tokenizer.chat_template = chat_template  # the template lock: saved with every checkpoint
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    use_cpu = not torch.cuda.is_available()
-    start_process_group(use_cpu)  # several processes (num_devices > 1): join the others
     resolved = resolve_device(spec, use_cpu, model_path)
     precision, attention = resolved["precision"], resolved["attn_implementation"]
     print(f"device {resolved['device']}: {precision}, attention {attention}", flush=True)
     job_dir = settings.jobs_dir / str(job_id)
     start_dir = job_dir / START_DIR
-    with main_first():  # rank 0 writes the chained start; the others read it
-        start_dtype = training_dtype(use_cpu, precision)
-        start_path = materialize_start(
-            model_path, chain, start_dir, dtype=start_dtype, write=is_main()
-        )
-    set_seed(spec.seed)  # a reward model's new score head is initialised while loading
-    model = load_model(
-        spec, start_path, tokenizer, use_cpu=use_cpu, precision=precision, attention=attention
-    )
-
-    output_dir = job_dir / "output"
     chat_format = ChatFormat(chat_template, model_tokens.special_tokens)
     encoder = RowEncoder.for_spec(spec, chat_format, model_tokens)
-    train_ds = build_dataset(load_rows(dataset_id), spec, encoder, load_row_indices(dataset_id))
-    eval_ds = build_dataset(load_rows(eval_id), spec, encoder) if eval_id else None
+    preparation = Preparation(
+        spec, encoder, chat_template, model_path, settings.data_dir / "cache" / "tokenized"
+    )
+    prepared = start_preparing(preparation, train_source, eval_source, clock)
+    with clock.phase("model load"):
+        with main_first():  # rank 0 writes the chained start; the others read it
+            start_dtype = training_dtype(use_cpu, precision)
+            start_path = materialize_start(
+                model_path, chain, start_dir, dtype=start_dtype, write=is_main()
+            )
+        set_seed(spec.seed)  # a reward model's new score head is initialised while loading
+        model = load_model(
+            spec, start_path, tokenizer, use_cpu=use_cpu, precision=precision, attention=attention
+        )
+    train_ds, eval_ds = prepared.result()
+
+    output_dir = job_dir / "output"
     health = HealthCallback(
         job_id, early_stopping=early_stopping_callback(spec, eval_ds is not None)
     )
@@ -257,6 +255,7 @@ def train(job_id: int) -> None:
         liger=resolved["liger_kernels"],
     )
     studio = StudioCallback(job_id, attempt, settings.jobs_dir, resolved)
+    phases = PhaseCallback(clock)
     trainer = entry.trainer(
         model=model,
         args=args,
@@ -264,7 +263,7 @@ def train(job_id: int) -> None:
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=peft_config(spec, model_path),
-        callbacks=[studio, *health.callbacks(), SyncStopCallback()],
+        callbacks=[studio, *health.callbacks(), SyncStopCallback(), phases],
         **entry.trainer_extras(spec, reward_dir, tokenizer),
     )
     check_strategy_engaged(spec, trainer)
@@ -278,6 +277,7 @@ def train(job_id: int) -> None:
         record_parameters(trainer.model, output_dir / PARAMETERS_FILE)
     # Resume: the trainer reloads the weights, optimizer, scheduler, RNG and global step.
     resume = str(resume_from) if resume_from and entry.resumes else None
+    phases.start()
     try:
         trainer.train(**({"resume_from_checkpoint": resume} if entry.resumes else {}))
     finally:
@@ -289,16 +289,20 @@ def train(job_id: int) -> None:
     if agree(over):  # every rank takes the same way: saving is collective under sharding
         return
     final_dir = output_dir / "final"
-    trainer.save_model(str(final_dir))  # consolidated: FSDP full state dict, ZeRO-3 gathered
+    with clock.phase("saving"):
+        trainer.save_model(str(final_dir))  # consolidated: FSDP full state dict, ZeRO-3 gathered
+        if is_main():
+            tokenizer.save_pretrained(str(final_dir))
     if not is_main():
         return
-    tokenizer.save_pretrained(str(final_dir))
     if spec.num_devices > 1 and spec.distributed_strategy in ("fsdp", "deepspeed_zero3"):
         stop_check = {"error": "not run: the weights are sharded across the run's processes"}
     else:
         # The first rows hold the prompts: a few more in case some have no answer to cut.
         rows = load_rows(eval_id or dataset_id, limit=4 * spec.stop_check_prompts)
-        stop_check = check_stopping(spec, trainer.model, encoder, rows)
+        with clock.phase("stop check") as details:
+            stop_check = check_stopping(spec, trainer.model, encoder, rows)
+            details["prompts"] = (stop_check or {}).get("prompts", 0)
     with session_scope() as session:
         running = JobStatus.running
         if not move(
@@ -314,6 +318,31 @@ def train(job_id: int) -> None:
                 stop_check=stop_check,
             )
         )
+
+
+def record_start_up(
+    clock: PhaseClock,
+    attempt: int,
+    submitted: datetime,
+    taken: datetime | None,
+    entered: float,
+) -> None:
+    """The phases before this function: queued (the first attempt only: a requeued attempt's
+    submit is long past), starting (the worker took the job -> this process exists) and
+    imports (-> the training code is loaded)."""
+    created = process_started_at()
+    if taken is None or created is None:
+        return
+    taken_at = _unix(taken)
+    if attempt == 1:
+        clock.record("queued", _unix(submitted), taken_at)
+    clock.record("starting", taken_at, created)
+    clock.record("imports", created, entered)
+
+
+def _unix(moment: datetime) -> float:
+    """A stored time as a Unix time (SQLite hands back naive UTC)."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def check_stopping(

@@ -103,7 +103,9 @@ def get_jobs(
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> dict:
-    """The job, its `events` (health alarms with `details.advice` and, for loss alarms, the
+    """The job, its `phases` (where its wall clock went: queued, starting, imports, model
+    load, data preparation, first step, training, stop check, saving, each with `started_at`
+    and `seconds`), its `events` (health alarms with `details.advice` and, for loss alarms, the
     batch's dataset `details.rows`; early stopping; resumes), the `trainer_config` the run
     resolved (null until its training process starts; with the device, precision and
     attention kernel), its `launch` (processes, strategy and the generated config) and, while
@@ -112,9 +114,11 @@ def get_job(job_id: int, session: SessionDep, settings: SettingsDep, user: Curre
     waiting = None
     if job.status == JobStatus.queued:
         waiting = routing.waiting_for(session, job, user, settings.worker_offline_seconds)
+    events = job_events(session, job.id)
     return {
         **job_json(job),
-        "events": [job_event_json(e) for e in job_events(session, job.id)],
+        "events": [job_event_json(e) for e in events],
+        "phases": runs.phases(events),
         "trainer_config": runs.trainer_config(settings.jobs_dir, job),
         "launch": runs.launch(settings.jobs_dir, job),
         "waiting_for": waiting,

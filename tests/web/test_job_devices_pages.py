@@ -257,6 +257,8 @@ def test_the_run_page_shows_the_resolved_device_from_the_trainer_config(
         "requested_precision": "auto",
         "precision": "bf16",
         "attn_implementation": "sdpa",
+        "fused_kernels": "Liger: fused RMSNorm, RoPE, SwiGLU, linear cross-entropy",
+        "packed_rows": "best-fit, padding-free (rows isolated)",
     }
     (output / TRAINER_CONFIG_FILE).write_text(json.dumps({"learning_rate": 1e-4, **resolved}))
     page = soup(client.get(f"/jobs/{job_id}"))
@@ -268,6 +270,8 @@ def test_the_run_page_shows_the_resolved_device_from_the_trainer_config(
         "precision asked for": "auto",
         "precision used": "bf16",
         "attention": "sdpa",
+        "fused kernels": "Liger: fused RMSNorm, RoPE, SwiGLU, linear cross-entropy",
+        "packing": "best-fit, padding-free (rows isolated)",
     }
     assert page.select_one("#resolved-device-pending") is None
     assert page.select_one("#job-processes").get_text() == "1"
@@ -301,3 +305,41 @@ def test_device_class_choices_put_online_classes_first() -> None:
         ("NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3 (2 workers, up to 8 devices)"),
         ("A100", "A100 (1 worker, up to 8 devices, offline)"),
     ]
+
+
+def test_the_run_page_shows_where_the_time_went(
+    client, browser: str, registered: Registered
+) -> None:
+    from app.db import session_scope
+    from app.models import JobEvent
+
+    job_id = registered.busy_jobs[0]
+    assert soup(client.get(f"/jobs/{job_id}")).select_one("#job-phases") is None
+    recorded = [
+        ("queued", 0.5, {}),
+        ("model load", 1.25, {}),
+        ("data preparation", 0.75, {"cached": True, "sequences": 12}),
+        ("training", 9.5, {"steps": 30}),
+    ]
+    with session_scope() as session:
+        for name, seconds, details in recorded:
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    kind="phase",
+                    severity="info",
+                    message=f"{name}: {seconds} s",
+                    details={"phase": name, "started_at": "2026-12-07T10:00:00", "seconds": seconds}
+                    | details,
+                )
+            )
+    page = soup(client.get(f"/jobs/{job_id}"))
+    rows = page.select("#job-phases tr[data-phase]")
+    assert [(r["data-phase"], r.select("td")[1].get_text()) for r in rows] == [
+        ("queued", "0.50"),
+        ("model load", "1.25"),
+        ("data preparation", "0.75"),
+        ("training", "9.50"),
+    ]
+    assert "from the tokenized cache, 12 sequences" in rows[2].get_text()
+    assert "12.0 s in 4 phases" in page.select_one("#job-phases summary").get_text()

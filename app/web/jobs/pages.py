@@ -277,6 +277,7 @@ def job_page(
         "progress": progress,
         "eta": runs.format_duration(progress["eta_seconds"]),
         "timeline": runs.timeline(job, events),
+        "phases": runs.phases(events),
         "job_events": [job_event_json(e) for e in events],
         "rows_per_page": ROWS_PER_PAGE,  # a row's page on its dataset's page
         **_devices_context(session, settings, job, user),  # with the trainer config

@@ -172,14 +172,19 @@ def format_duration(seconds: float | None) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
+PHASE_EVENT = "phase"  # written by worker.training.phases
+
+
 def timeline(job: Job, events: Sequence[JobEvent] = ()) -> list[dict[str, Any]]:
     """The job's history: created, started, its events (health alarms with their advice, early
-    stopping, resumes) and finished (with the final status), oldest first."""
+    stopping, resumes; not the phases) and finished (with the final status), oldest first."""
     entries: list[dict[str, Any]] = [{"event": "created", "at": job.created_at.isoformat()}]
     if job.started_at:
         entries.append({"event": "started", "at": job.started_at.isoformat()})
     entries += [
-        {"event": "job_event", "at": e.created_at.isoformat(), **job_event_json(e)} for e in events
+        {"event": "job_event", "at": e.created_at.isoformat(), **job_event_json(e)}
+        for e in events
+        if e.kind != PHASE_EVENT  # the run page lists the phases on their own
     ]
     if job.finished_at:
         entries.append({"event": job.status.value, "at": job.finished_at.isoformat()})
@@ -387,9 +392,6 @@ def log_chunk(path: Path, offset: int, limit: int = 64 * 1024) -> tuple[str, int
     if end < 0:
         return "", offset
     return data[: end + 1].decode("utf-8", errors="replace"), offset + end + 1
-
-
-PHASE_EVENT = "phase"  # written by worker.training.phases
 
 
 def phases(events: Sequence[JobEvent]) -> list[dict[str, Any]]:

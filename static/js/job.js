@@ -199,6 +199,7 @@
   function addEvent(event) {
     if (event.id <= lastEventId) return;
     lastEventId = event.id;
+    if (event.kind === "phase") return; // "Where the time went" lists them, not the timeline
     addMarker(event);
     const list = document.getElementById("chart-markers");
     if (list && event.step !== null && event.step !== undefined) {

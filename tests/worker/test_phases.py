@@ -48,7 +48,7 @@ def test_phases_are_recorded_and_a_second_run_reads_the_tokenized_cache(
     phase = {p["phase"]: p for p in first["phases"]}
     assert phase["data preparation"]["cached"] is False
     assert phase["training"]["steps"] == 3 and phase["stop check"]["prompts"] == 4
-    assert [e for e in first["events"] if e["kind"] == "phase"]  # on the run's timeline too
+    assert [e for e in first["events"] if e["kind"] == "phase"]  # served with the events
 
     second = _run(client, alice, tiny_model, dataset_id)
     again = {p["phase"]: p for p in second["phases"]}

@@ -8,10 +8,13 @@ then runs, each in its own subprocess so that peak RSS is measured cleanly (the 
   rows, batched inserts, content hash, the kept original upload, commit);
 - ``datasets.load_dataset("json", data_files=...)`` on the same file (JSON -> Arrow cache).
 
-Prints rows/s, peak RSS and the RSS after imports (baseline) for each, the studio/datasets
-ratios, and the studio's peak at both sizes, which shows memory does not grow with the file.
+Each size runs ``--repeats`` pairs (default 3), alternating which side goes first; every
+ratio is studio / datasets within one pair (measured back to back), reported as min / median
+over the pairs. Prints each run, then per size: rows/s, peak RSS and the RSS after imports
+(baseline) of each side, the ratios, and the studio's peak at both sizes, which shows memory
+does not grow with the file. The default run takes under 2 minutes on 2 cores.
 
-    .venv/bin/python bench/bench_import.py [--rows 1000000] [--small 100000]
+    .venv/bin/python bench/bench_import.py [--rows 1000000] [--small 100000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import json
 import os
 import random
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,9 +112,13 @@ CHILDREN = {"studio": child_studio, "datasets": child_datasets}
 
 
 def run_child(mode: str, path: Path, workdir: Path) -> dict:
+    """One import in a fresh subprocess and a fresh folder (no cache from an earlier run)."""
     workdir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, __file__, "--child", mode, str(path), str(workdir)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     if done.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -119,46 +128,76 @@ def run_child(mode: str, path: Path, workdir: Path) -> dict:
 
 def _line(label: str, r: dict) -> str:
     return (
-        f"{label:<26} {r['rows']:>9,} rows {r['seconds']:>7.1f} s {r['rows_per_s']:>9,.0f} rows/s"
+        f"{label:<30} {r['rows']:>9,} rows {r['seconds']:>7.2f} s {r['rows_per_s']:>9,.0f} rows/s"
         f"   peak RSS {r['peak_mb']:>7.1f} MiB (after imports {r['baseline_mb']:.1f} MiB)"
     )
+
+
+def run_pairs(rows: int, path: Path, root: Path, repeats: int) -> list[dict[str, dict]]:
+    """``repeats`` (studio, datasets) pairs, the first side alternating pair by pair."""
+    pairs = []
+    for i in range(repeats):
+        order = ("studio", "datasets") if i % 2 == 0 else ("datasets", "studio")
+        pair = {}
+        for mode in order:
+            pair[mode] = run_child(mode, path, root / f"{mode}-{rows}-{i}")
+            print(_line(f"{mode} ({rows:,}) #{i + 1}", pair[mode]), flush=True)
+        pairs.append(pair)
+    return pairs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3, help="pairs of runs per size")
     args = parser.parse_args()
+    sizes = sorted({args.small, args.rows})
     with tempfile.TemporaryDirectory(prefix="ftstudio-bench-") as tmp:
         root = Path(tmp)
-        files = {}
-        for rows in (args.small, args.rows):
-            files[rows] = root / f"alpaca-{rows}.jsonl"
+        results = {}
+        for rows in sizes:
+            path = root / f"alpaca-{rows}.jsonl"
             started = time.perf_counter()
-            generate(files[rows], rows)
-            size = files[rows].stat().st_size / 2**20
+            generate(path, rows)
+            size = path.stat().st_size / 2**20
             print(
                 f"generated {rows:,} rows, {size:.0f} MiB in {time.perf_counter() - started:.0f} s"
             )
-        results = {}
-        for rows, path in files.items():
-            for mode in ("studio", "datasets"):
-                results[mode, rows] = run_child(mode, path, root / f"{mode}-{rows}")
-                print(_line(f"{mode} ({rows:,})", results[mode, rows]), flush=True)
-        _report(results, args.small, args.rows)
+            results[rows] = run_pairs(rows, path, root, args.repeats)
+            path.unlink()
+        print()
+        for rows in sizes:
+            _report(rows, results[rows])
+        if len(sizes) == 2:
+            _flatness(results, *sizes)
 
 
-def _report(results: dict, small: int, big: int) -> None:
-    studio, hf = results["studio", big], results["datasets", big]
-    print()
-    print(f"at {big:,} rows, studio / datasets:")
-    print(f"  throughput ratio  {studio['rows_per_s'] / hf['rows_per_s']:.2f}x")
-    print(f"  peak RSS ratio    {studio['peak_mb'] / hf['peak_mb']:.2f}x")
-    grown = results["studio", big]["peak_mb"] / results["studio", small]["peak_mb"]
+def _min_median(values: list[float], fmt: str) -> str:
+    return f"min {format(min(values), fmt)} / median {format(statistics.median(values), fmt)}"
+
+
+def _report(rows: int, pairs: list[dict[str, dict]]) -> None:
+    print(f"at {rows:,} rows ({len(pairs)} pairs):")
+    for mode in ("studio", "datasets"):
+        speeds = [p[mode]["rows_per_s"] for p in pairs]
+        peaks = [p[mode]["peak_mb"] for p in pairs]
+        print(
+            f"  {mode:<9} rows/s {_min_median(speeds, ',.0f')}   "
+            f"peak RSS MiB {_min_median(peaks, '.1f')} (max {max(peaks):.1f})"
+        )
+    speed = [p["studio"]["rows_per_s"] / p["datasets"]["rows_per_s"] for p in pairs]
+    memory = [p["studio"]["peak_mb"] / p["datasets"]["peak_mb"] for p in pairs]
+    print(f"  studio / datasets: throughput {_min_median(speed, '.2f')} (x)")
+    print(f"  studio / datasets: peak RSS   {_min_median(memory, '.2f')} (x)")
+
+
+def _flatness(results: dict[int, list[dict[str, dict]]], small: int, big: int) -> None:
+    peak_small = max(p["studio"]["peak_mb"] for p in results[small])
+    peak_big = max(p["studio"]["peak_mb"] for p in results[big])
     print(
-        f"studio peak RSS at {small:,} rows: {results['studio', small]['peak_mb']:.1f} MiB, "
-        f"at {big:,} rows: {results['studio', big]['peak_mb']:.1f} MiB ({grown:.2f}x for "
-        f"{big / small:.0f}x the rows)"
+        f"studio peak RSS (max of runs) at {small:,} rows: {peak_small:.1f} MiB, at {big:,} rows: "
+        f"{peak_big:.1f} MiB ({peak_big / peak_small:.2f}x for {big / small:.0f}x the rows)"
     )
 
 

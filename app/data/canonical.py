@@ -146,5 +146,9 @@ def shape(parsed: Parsed, kind: str) -> dict[str, Any]:
     return SHAPERS[kind](parsed)
 
 
+# json.dumps(row, sort_keys=True, ensure_ascii=False), without building an encoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+
+
 def canonical_json(row: dict[str, Any]) -> str:
-    return json.dumps(row, sort_keys=True, ensure_ascii=False)
+    return _CANONICAL.encode(row)

@@ -11,6 +11,7 @@ from typing import Any
 
 from app.data.canonical import KINDS, Context, shape
 from app.data.errors import ImportRefused, Problem, RowError
+from app.data.fastrows import FAST_WRITERS, FastWriter
 from app.data.layouts import LAYOUTS, Layout
 from app.data.mapping import Mapping
 
@@ -82,12 +83,21 @@ class Plan:
     reason: str
     context: Context
     mapping: Mapping | None
+    fast: FastWriter | None = None
 
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
         """The canonical row of one record; raises Problem."""
+        return shape(self.layout.convert(self._mapped(record), self.context), self.kind)
+
+    def fast_json(self, record: dict[str, Any]) -> str | None:
+        """The row's ``canonical_json`` when a fast writer vouches for the record, else None
+        (then ``convert`` it)."""
+        return None if self.fast is None else self.fast(self._mapped(record))
+
+    def _mapped(self, record: dict[str, Any]) -> dict[str, Any]:
         if self.mapping is not None and not self.mapping.is_identity:
-            record = self.mapping.apply(record)
-        return shape(self.layout.convert(record, self.context), self.kind)
+            return self.mapping.apply(record)
+        return record
 
     def row_error(self, line: int, problem: Problem) -> RowError:
         field = problem.field
@@ -132,7 +142,8 @@ def make_plan(
             f"{', '.join(chosen.kinds)}); choose another kind or give a mapping"
         )
     context = Context(kind=kind, tags=mapping.tags if mapping else None)
-    return Plan(chosen, kind, f"{reason}; kind {kind}", context, mapping)
+    fast = FAST_WRITERS.get((chosen.name, kind))
+    return Plan(chosen, kind, f"{reason}; kind {kind}", context, mapping, fast)
 
 
 def _choose_layout(

@@ -123,7 +123,8 @@ def _convert_all(
         if plan is None:
             plan = make_plan(item.value, item.line, options.kind, options.format, mapping)
         try:
-            row = plan.convert(item.value)
+            text = plan.fast_json(item.value)
+            row = plan.convert(item.value) if text is None else None
         except Problem as problem:
             errors.add(plan.row_error(item.line, problem))
             continue
@@ -131,7 +132,10 @@ def _convert_all(
             errors.add(RowError(item.line, f"malformed record ({exc})"))
             continue
         if errors.count == 0 or options.skip_invalid:
-            writer.add(row)
+            if text is not None:
+                writer.add_json(text)
+            else:
+                writer.add(row)  # type: ignore[arg-type]
     writer.flush()
     return plan, errors
 

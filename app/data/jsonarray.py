@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from app.data.errors import ImportRefused, RowError
-from app.data.records import DECODER, Record, bad_json
+from app.data.records import Record, bad_json, decode_json
 
 # A complete JSON string (unrolled loop: fast on long strings; JSON strings never hold a raw
 # newline), or a lone quote (a string cut off by the end of the buffer, or unterminated), or a
@@ -155,7 +155,7 @@ def iter_json_array(chunks: Iterable[str]) -> Iterator[Record | RowError]:
 
 def _parse(text: str, line: int) -> Record | RowError:
     try:
-        return Record(line, DECODER.decode(text))
+        return Record(line, decode_json(text))
     except json.JSONDecodeError as exc:
         return bad_json(line + exc.lineno - 1, exc, column=exc.lineno > 1)
     except ValueError as exc:

@@ -182,3 +182,57 @@ class Studio:
                 self.web.wait()
         for log in self.logs:
             log.close()
+
+
+# --- shared by the training benches (bench_overhead.py, bench_packing.py) ------------------
+
+
+def machine_facts() -> list[str]:
+    """What a figure was measured on: cores, load, library versions, date (no torch import)."""
+    from datetime import datetime
+    from importlib.metadata import version
+
+    libs = ", ".join(f"{name} {version(name)}" for name in ("torch", "transformers", "trl", "peft"))
+    return [
+        f"date {datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"cpus {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), "
+        f"loadavg {Path('/proc/loadavg').read_text().strip()}",
+        f"python {sys.version.split()[0]}, {libs}",
+    ]
+
+
+def register_base_model(name: str, path: Path) -> None:
+    """Register one more model directory in the studio's database (as ``ftstudio setup`` does)."""
+    from app.base_models import register_model
+    from app.db import session_scope
+
+    with session_scope() as session:
+        register_model(session, name, path)
+
+
+def utc_timestamp(value) -> float:
+    """A stored time as seconds since the epoch: SQLite hands back naive UTC datetimes."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
+def job_metric_rows(job_id: int) -> list[dict]:
+    """The job's training metric rows with the time each was written (``created_at``, which
+    ``GET /api/jobs/{id}/metrics`` does not carry), from the database the worker writes to."""
+    from app.db import session_scope
+    from app.queries import job_metrics
+
+    with session_scope() as session:
+        return [
+            {
+                "step": m.step,
+                "loss": m.loss,
+                "num_tokens": m.num_tokens,
+                "time": utc_timestamp(m.created_at),
+            }
+            for m in job_metrics(session, job_id)
+            if m.num_tokens is not None
+        ]

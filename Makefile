@@ -97,9 +97,13 @@ test-unit: test-data
 	$(PYTEST) -m "not slow and not worker"
 
 # Benchmarks print ratios against a peer measured in the same run; figures go in BENCHMARKS.md.
+# The CPU set takes about 14 minutes on a 2-core machine.
 bench: install-dev test-data
 	$(FTSTUDIO) setup
 	$(PY) bench/bench_import.py
+	$(PY) bench/bench_overhead.py
+	$(PY) bench/bench_packing.py
+	$(PY) bench/bench_startup.py
 	$(PY) bench/bench_sse.py
 	$(PY) bench/bench_web.py
 

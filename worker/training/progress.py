@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
-from app.models import Job, JobStatus, Metric
+from app.models import Job, JobStatus, Metric, utcnow
 from app.states import move
 
 FLUSH_SECONDS = 0.5
@@ -42,8 +42,9 @@ class ProgressWriter:
         self._thread.start()
 
     def add_metric(self, step: int, **values: Any) -> None:
+        """Queue one metric row, stamped with the moment it was logged (not written)."""
         with self._lock:
-            self._queue.append({"step": step, **values})
+            self._queue.append({"step": step, "created_at": utcnow(), **values})
 
     def close(self) -> None:
         """Stop the thread and write what is left (idempotent)."""

@@ -632,6 +632,9 @@ def upgrade_stored(values: dict[str, Any], version: int) -> dict[str, Any]:
     """A spec stored under an older ``SPEC_VERSION`` in this version's terms: runs keep the
     settings they were made with, and knobs their method never took go back to the default."""
     values = dict(values)
-    if version < 2 and values.get("method") not in methods_with_field("packing"):
-        values.pop("packing", None)  # false was the default for every method
+    if version < 2:
+        if values.get("method") not in (methods_with_field("packing") or ()):
+            values.pop("packing", None)  # false was the default for every method
+        elif values.get("method") in (methods_with_field("liger_kernels") or ()):
+            values.setdefault("liger_kernels", "off")  # a resumed run keeps its kernels
     return values

@@ -1,6 +1,8 @@
 """Which rows share a packed sequence, as the trainer packs them (``worker.training.packing``
-calls TRL's best-fit-decreasing ``pack_dataset``): the same bins, computed without the training
-stack so "what the model sees" can show where each packed row begins.
+calls TRL's best-fit-decreasing ``pack_dataset``): the same algorithm, without the training stack,
+so "what the model sees" can show where each packed row begins. The preview bins the dataset's
+first rows only, so for a larger dataset it shows how rows pack, not the exact training bins
+(TRL bins 1,000 rows at a time).
 ``tests/chat/test_packing_bins.py`` checks it against TRL's own packing."""
 
 from __future__ import annotations

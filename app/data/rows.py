@@ -123,7 +123,7 @@ DOUBLE_BACKSLASH = "\\\\"
 
 def _store_for(dialect: Dialect, dataset_id: int) -> Store:
     table, columns = _table_and_columns(dialect)
-    if dialect.name == "postgresql":
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":  # psycopg 3's cursor.copy
         return partial(_copy_rows, f"COPY {table} ({columns}) FROM STDIN", dataset_id)
     if dialect.name == "sqlite":
         return partial(_insert_sqlite_rows, f"INSERT INTO {table} ({columns}) VALUES", dataset_id)

@@ -227,3 +227,16 @@ def test_optimizer_precision_neftune_packing_and_eval_steps_reach_the_config(tmp
     assert method_config(TrainingSpec(), tmp_path, use_cpu=True).eval_strategy == "no"
     with pytest.raises(ValidationError, match="neftune_noise_alpha"):
         TrainingSpec(method="dpo", neftune_noise_alpha=5.0)
+
+
+def test_a_version_1_spec_reads_as_it_was_made() -> None:
+    """Version 1 stored packing false for every method; version 2 packs SFT by default."""
+    dpo = TrainingSpec(method="dpo").model_dump() | {"packing": False}
+    with pytest.raises(ValueError, match="packing"):
+        TrainingSpec.model_validate(dpo)
+    assert TrainingSpec.from_stored(dpo, 1).method == "dpo"
+    sft = TrainingSpec().model_dump() | {"packing": False}
+    del sft["liger_kernels"]
+    old = TrainingSpec.from_stored(sft, 1)
+    assert (old.packing, old.liger_kernels) == (False, "off")  # a resumed run trains as before
+    assert TrainingSpec.from_stored(TrainingSpec().model_dump(), 2) == TrainingSpec()

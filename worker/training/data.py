@@ -5,7 +5,8 @@ model load (``start_preparing``)."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class Preparation:
     chat_template: str | None
     model_path: Path
     cache_dir: Path
+    store: bool = True  # rank 0 of a run stores what it prepared; the others only read
 
     def dataset(self, source: DataSource) -> tuple[Dataset, bool]:
         """The source's dataset, and whether it came from the cache."""
@@ -77,7 +79,7 @@ class Preparation:
             indices = load_row_indices(source.dataset_id) if source.named_rows else None
             return build_dataset(load_rows(source.dataset_id), self.spec, self.encoder, indices)
 
-        return cached(self.cache_dir, key, build)
+        return cached(self.cache_dir, key, build, store=self.store)
 
     def datasets(
         self, train: DataSource, evaluation: DataSource | None, clock: PhaseClock
@@ -94,8 +96,15 @@ def start_preparing(
     preparation: Preparation, train: DataSource, evaluation: DataSource | None, clock: PhaseClock
 ) -> Future[tuple[Dataset, Dataset | None]]:
     """Prepare the datasets on a thread (tokenizing and reading rows overlap the model load);
-    ``.result()`` waits for them and raises what preparing raised."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-data")
-    future = pool.submit(preparation.datasets, train, evaluation, clock)
-    pool.shutdown(wait=False)
+    ``.result()`` waits for them and raises what preparing raised. The thread is a daemon: a
+    run that fails while loading its model exits at once, without waiting for it."""
+    future: Future[tuple[Dataset, Dataset | None]] = Future()
+
+    def prepare() -> None:
+        try:
+            future.set_result(preparation.datasets(train, evaluation, clock))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=prepare, name="studio-data", daemon=True).start()
     return future

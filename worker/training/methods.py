@@ -44,7 +44,7 @@ from app.data.rowtext import as_messages
 from app.spec import TrainingSpec
 from worker.training import rl
 from worker.training.batch_rows import with_row_indices
-from worker.training.packing import pack, packs
+from worker.training.packing import has_loss, pack, packs
 
 Row = dict
 RowBuilder = Callable[[Row, RowEncoder], Row]
@@ -110,13 +110,18 @@ class StudioDPOTrainer(DPOTrainer):
 
 
 class StudioSFTTrainer(SFTTrainer):
-    """SFTTrainer that takes the sequences the studio packed (``worker.training.packing``) as
-    they are: tokenized, truncated, labelled and packed, with a ``seq_lengths`` column. Any
-    other dataset is prepared as SFTTrainer prepares it."""
+    """SFTTrainer that takes the rows the studio tokenized (``input_ids`` and ``labels``,
+    truncated by the encoder) and the sequences it packed (with ``seq_lengths``,
+    ``worker.training.packing``) as they are, only dropping rows that train on no token, as
+    SFTTrainer does; its own preparation would also drop the column naming each batch's rows
+    (with Liger). Any other dataset is prepared as SFTTrainer prepares it."""
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, *rest):  # type: ignore[no-untyped-def]
-        if "seq_lengths" in dataset.column_names:
+        columns = dataset.column_names
+        if "seq_lengths" in columns:
             return dataset
+        if "input_ids" in columns and "labels" in columns and not packing:
+            return dataset.filter(has_loss)
         return super()._prepare_dataset(dataset, processing_class, args, packing, *rest)
 
 

@@ -8,8 +8,8 @@ selects.
 
 The studio packs the rows itself, rather than leaving it to SFTTrainer, so that each packed
 sequence keeps the dataset rows it holds (``batch_rows.ROW_INDEX_COLUMN``, a list per sequence):
-health alarms go on naming a bad batch's rows. The trainer is then told to skip its own
-preparation (``SKIP_PREPARE``): the rows are already tokenized, truncated, labelled and packed.
+health alarms go on naming a bad batch's rows. The trainer (``methods.StudioSFTTrainer``) takes
+the packed sequences as they are: already tokenized, truncated, labelled and packed.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from app.spec import TrainingSpec
 from worker.training.batch_rows import ROW_INDEX_COLUMN
 
 PACKING_STRATEGY = "bfd"
-# SFTConfig.dataset_kwargs for datasets the studio has packed.
-SKIP_PREPARE = {"skip_prepare_dataset": True}
 _ROW_PER_TOKEN = "studio_row_per_token"
 IGNORED = -100
 

@@ -68,17 +68,18 @@ class ProgressWriter:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with session_scope() as session:
-            if rows:
+            # The step moves only while this attempt runs the job; a process left behind after
+            # a requeue writes no rows beside the next attempt's.
+            if rows and move(
+                session,
+                Job,
+                self.job_id,
+                to=None,
+                from_=JobStatus.running,
+                attempt=self.attempt,
+                step=rows[-1]["step"],
+            ):
                 session.add_all(Metric(job_id=self.job_id, **row) for row in rows)
-                move(
-                    session,
-                    Job,
-                    self.job_id,
-                    to=None,
-                    from_=JobStatus.running,
-                    attempt=self.attempt,
-                    step=rows[-1]["step"],
-                )
             if self.attempt_over(session, self.job_id, self.attempt):
                 self.over.set()
 

@@ -7,6 +7,7 @@ error file and its exit code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -217,9 +218,8 @@ def train(job_id: int) -> None:
     start_dir = job_dir / START_DIR
     chat_format = ChatFormat(chat_template, model_tokens.special_tokens)
     encoder = RowEncoder.for_spec(spec, chat_format, model_tokens)
-    preparation = Preparation(
-        spec, encoder, chat_template, model_path, settings.data_dir / "cache" / "tokenized"
-    )
+    cache_dir = settings.data_dir / "cache" / "tokenized"
+    preparation = Preparation(spec, encoder, chat_template, model_path, cache_dir, is_main())
     prepared = start_preparing(preparation, train_source, eval_source, clock)
     with clock.phase("model load"):
         with main_first():  # rank 0 writes the chained start; the others read it
@@ -280,8 +280,11 @@ def train(job_id: int) -> None:
     phases.start()
     try:
         trainer.train(**({"resume_from_checkpoint": resume} if entry.resumes else {}))
-    finally:
-        studio.close()  # the metrics logged before a failure are kept too
+    except BaseException:
+        with contextlib.suppress(Exception):  # keep the metrics logged before the failure,
+            studio.close()  # but report the failure, not a database error on the way out
+        raise
+    studio.close()
     health.raise_on_failure()  # a NaN loss: the run fails, no final model
 
     with session_scope() as session:

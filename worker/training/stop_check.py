@@ -78,15 +78,19 @@ def run_stop_check(
         pad_token_id=pad,
     )
     model.train(was_training)
+    timed_out = time.monotonic() - started >= MAX_SECONDS
     samples = [
-        _sample(messages, answer, ends, encoder)
+        _sample(messages, answer, ends, encoder, timed_out)
         for messages, answer in zip(conversations, output[:, longest:].tolist(), strict=True)
     ]
-    stopped = sum(s["stopped"] for s in samples)
+    # An answer cut by the time limit before its token cap says nothing about stopping.
+    decided = [s for s in samples if s["stopped"] is not None]
+    stopped = sum(s["stopped"] for s in decided)
     return {
-        "prompts": len(samples),
+        "prompts": len(decided),
         "stopped": stopped,
-        "rate": stopped / len(samples),
+        "rate": stopped / len(decided) if decided else None,
+        "timed_out": timed_out,
         "end_token": marker,
         "max_new_tokens": MAX_NEW_TOKENS,
         "seconds": round(time.monotonic() - started, 2),
@@ -95,14 +99,20 @@ def run_stop_check(
 
 
 def _sample(
-    messages: list[dict[str, Any]], answer: list[int], ends: list[int], encoder: RowEncoder
+    messages: list[dict[str, Any]],
+    answer: list[int],
+    ends: list[int],
+    encoder: RowEncoder,
+    timed_out: bool,
 ) -> dict[str, Any]:
-    """One answer, cut after its first end token (the batch pads finished answers)."""
+    """One answer, cut after its first end token (the batch pads finished answers); whether it
+    stopped is unknown (None) when the time limit cut it short of its token cap."""
     end = next((i for i, token in enumerate(answer) if token in ends), None)
     generated = answer if end is None else answer[: end + 1]
+    unknown = end is None and timed_out and len(answer) < MAX_NEW_TOKENS
     return {
         "prompt": messages[-1].get("content", "")[:200],
         "output": encoder.tokenizer.tokenizer.decode(generated, skip_special_tokens=False),
-        "stopped": end is not None,
+        "stopped": None if unknown else end is not None,
         "new_tokens": len(generated),
     }

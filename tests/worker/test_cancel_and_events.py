@@ -64,13 +64,14 @@ def test_cancel_queued_and_running_jobs_and_the_worker_is_freed(
     wait_for(has_metrics, 180, "the running job's first metrics", interval=0.3)
 
     # The live stream while running: metric events carry the metric id; resuming skips seen ones.
+    # Job events (the run's start-up phases among them) come in the same stream.
     url = f"{live_server}/api/jobs/{running['id']}/events"
-    first = [e for e in _sse_events(url, alice.token, limit=4) if e[0] == "metric"]
+    first = [e for e in _sse_events(url, alice.token, limit=12) if e[0] == "metric"]
     assert len(first) >= 2
     assert all(e[2] == str(e[1]["id"]) and e[1]["loss"] is not None for e in first)
     resumed = next(
         e
-        for e in _sse_events(url, alice.token, {"Last-Event-ID": first[-1][2]}, 5)
+        for e in _sse_events(url, alice.token, {"Last-Event-ID": first[-1][2]}, 16)
         if e[0] == "metric"
     )
     assert resumed[1]["id"] > first[-1][1]["id"]

@@ -26,7 +26,7 @@ from app.architecture import (
     targeted,
 )
 from app.estimate_devices import DeviceMemory
-from app.methods import get_method
+from app.methods import get_method, packs
 from app.models import BaseModel, Dataset, DatasetRow
 from app.routing import needs_gpu
 from app.spec import TrainingSpec
@@ -36,6 +36,7 @@ CHUNKED_LOSS_TOKENS = 256  # TRL's chunked_nll computes the head's logits 256 to
 ALLOCATOR_OVERHEAD = 0.10  # fragmentation, temporary buffers, kernels' workspaces
 SAMPLE_ROWS = 5000  # rows read to estimate tokens when no tokenizer statistics are cached
 CHARS_PER_TOKEN = 4
+FIT_SHARE = 0.9  # above this share of the device's memory, a run is too close to fit safely
 
 
 def _optimizer_state_bytes(spec: TrainingSpec, param_bytes: int) -> float:
@@ -65,8 +66,16 @@ def _quantized_bytes(arch: Architecture, spec: TrainingSpec) -> tuple[float, int
 
 
 def memory_breakdown(
-    arch: Architecture, spec: TrainingSpec, count: ParameterCount, seq_len: int
+    arch: Architecture,
+    spec: TrainingSpec,
+    count: ParameterCount,
+    seq_len: int,
+    checkpointing: bool | None = None,
 ) -> dict[str, Any]:
+    """Bytes on each device by part. ``checkpointing``: whether activations are recomputed
+    (``checkpointing_choice``); None: only when the spec says on."""
+    if checkpointing is None:
+        checkpointing = spec.gradient_checkpointing == "on"
     weight_bytes = DTYPE_BYTES[arch.dtype]
     base = arch.total_params
     if spec.adapter == "qlora":
@@ -87,7 +96,7 @@ def memory_breakdown(
     gradients = count.trainable * param_bytes
     reference = reference_model_bytes(arch, spec)
     optimizer = count.trainable * _optimizer_state_bytes(spec, param_bytes)
-    activations = activation_bytes(arch, spec, seq_len, compute)
+    activations = activation_bytes(arch, spec, seq_len, compute, checkpointing)
     parts = estimate_devices.per_device(
         arch,
         spec,
@@ -114,6 +123,7 @@ def memory_breakdown(
         if spec.adapter == "qlora"
         else arch.dtype,
         "sequence_length": seq_len,
+        "gradient_checkpointing": checkpointing,
     }
 
 
@@ -130,7 +140,9 @@ def reference_model_bytes(arch: Architecture, spec: TrainingSpec) -> int:
     return arch.total_params * DTYPE_BYTES[arch.dtype]
 
 
-def activation_bytes(arch: Architecture, spec: TrainingSpec, seq_len: int, compute: int) -> int:
+def activation_bytes(
+    arch: Architecture, spec: TrainingSpec, seq_len: int, compute: int, checkpointing: bool
+) -> int:
     """Tensors kept for the backward pass, per token per block: the inputs of both norms and of
     the projections (~4h), q/k/v (h + 2 kv), the attention output (h), the SwiGLU's gate, up,
     activation and product (4 x intermediate); plus LoRA dropout copies of the inputs. Only the
@@ -150,7 +162,7 @@ def activation_bytes(arch: Architecture, spec: TrainingSpec, seq_len: int, compu
         layers = min(spec.freeze_trainable_layers, arch.num_layers)
     else:
         layers = arch.num_layers
-    if spec.gradient_checkpointing:
+    if checkpointing:
         blocks = tokens * (layers * h + per_token) * compute
     else:
         blocks = tokens * layers * per_token * compute
@@ -242,7 +254,7 @@ def fit_warnings(
         return None, []
     total = memory["total"]
     has = _device_words(spec)
-    if total <= 0.9 * device_bytes:
+    if total <= FIT_SHARE * device_bytes:
         return True, []
     if total <= device_bytes:
         return True, [
@@ -256,8 +268,8 @@ def fit_warnings(
                 "effective batch)"
             )
         hints.append("lower max_length")
-        if not spec.gradient_checkpointing and spec.adapter != "prefix":
-            hints.append("turn on gradient_checkpointing")
+        if not memory["gradient_checkpointing"] and spec.adapter != "prefix":
+            hints.append("set gradient_checkpointing to auto or on")
     if spec.adapter in ("full", "freeze"):
         hints.append("use a LoRA or QLoRA adapter instead of training whole weights")
     elif spec.adapter in ("lora", "dora", "prefix", "prompt", "ptuning", "ia3"):
@@ -299,10 +311,9 @@ def estimate(
         source = "setting" if device_memory_bytes > 0 else None
         device = DeviceMemory(device_memory_bytes, source)
     count = count_parameters(arch, spec)
-    seq_len = spec.max_length
-    if tokens is not None and tokens.longest > 0:
-        seq_len = min(seq_len, tokens.longest)
-    memory = memory_breakdown(arch, spec, count, seq_len)
+    seq_len = sequence_length(spec, tokens)
+    checkpointing, reason = checkpointing_choice(arch, spec, count, seq_len, device.bytes)
+    memory = memory_breakdown(arch, spec, count, seq_len, checkpointing)
     fits, warnings = fit_warnings(spec, memory, device.bytes)
     if fits:
         warnings += _smaller_worker_warning(memory, device)
@@ -317,6 +328,7 @@ def estimate(
         "tokens_per_epoch": tokens.tokens_per_epoch if tokens else None,
         "tokens_source": tokens.source if tokens else None,
         "fits": fits,
+        "gradient_checkpointing": reason,
         **_device_keys(device),
         "num_devices": spec.num_devices,
         "distributed_strategy": estimate_devices.strategy(spec),
@@ -330,6 +342,44 @@ def estimate(
             tokens.tokens_per_epoch / tokens.rows * per_step
         )
     return result
+
+
+def sequence_length(spec: TrainingSpec, tokens: TokenCount | None) -> int:
+    """The longest sequence a step computes: packed bins fill up to max_length (or hold every
+    row of a smaller dataset); unpacked, the dataset's longest row when it is known."""
+    if tokens is None or tokens.longest <= 0:
+        return spec.max_length
+    if packs(spec):
+        return min(spec.max_length, max(tokens.tokens_per_epoch, tokens.longest))
+    return min(spec.max_length, tokens.longest)
+
+
+def checkpointing_choice(
+    arch: Architecture,
+    spec: TrainingSpec,
+    count: ParameterCount,
+    seq_len: int,
+    device_bytes: int,
+) -> tuple[bool, str]:
+    """(recompute activations, why): as the spec says when it says on or off; for auto, on
+    only when the run would not fit ``device_bytes`` (each device's memory) without it. The
+    worker resolves it on its device with the same rule; the estimate against the device the
+    job would get."""
+    asked = spec.gradient_checkpointing
+    if asked != "auto":
+        return asked == "on", f"{asked} (as asked)"
+    if spec.adapter == "prefix":
+        return False, "off: prefix tuning cannot use it"
+    if device_bytes <= 0:
+        return False, "off: the device's memory is not known"
+    without = memory_breakdown(arch, spec, count, seq_len, checkpointing=False)["total"]
+    if without <= FIT_SHARE * device_bytes:
+        return False, f"off: fits in {_gib(without)} of {_gib(device_bytes)} without it"
+    with_it = memory_breakdown(arch, spec, count, seq_len, checkpointing=True)["total"]
+    return True, (
+        f"on: without it the run would need about {_gib(without)} of {_gib(device_bytes)}, "
+        f"with it about {_gib(with_it)}"
+    )
 
 
 def _device_keys(device: DeviceMemory | None) -> dict[str, Any]:
@@ -351,6 +401,7 @@ def _unavailable(reason: str) -> dict[str, Any]:
         "tokens_per_epoch": None,
         "tokens_source": None,
         "fits": None,
+        "gradient_checkpointing": None,
         **_device_keys(None),
         "warnings": [f"no estimate: {reason}"],
     }

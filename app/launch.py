@@ -94,7 +94,8 @@ def launch_plan(spec: TrainingSpec, backend: str | None = None) -> dict[str, Any
     trainer: dict[str, Any] = {"ddp_backend": backend, "ddp_find_unused_parameters": False}
     config: dict[str, Any] = {"launcher": launcher_arguments(processes), "backend": backend}
     if strategy == "fsdp":
-        trainer |= fsdp_arguments(spec.gradient_checkpointing)
+        # auto is resolved on the device: the training process sets FSDP's checkpointing then
+        trainer |= fsdp_arguments(spec.gradient_checkpointing == "on")
     elif strategy in ZERO_STAGES:
         trainer["deepspeed"] = DEEPSPEED_FILE  # written next to launch.json
         config["deepspeed"] = deepspeed_config(ZERO_STAGES[strategy])

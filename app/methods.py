@@ -9,7 +9,7 @@ config, trainer, row layout), at least one preset in ``app.presets`` and its tes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 # What sits on top of the transformer: the language-model head, or a one-output score head.
 Head = Literal["causal_lm", "score"]
@@ -193,6 +193,12 @@ def get_method(name: str) -> TrainingMethod:
 def is_reward_model(method: str | None) -> bool:
     """Whether checkpoints of ``method`` carry a score head instead of a language-model head."""
     return method is not None and method in METHODS and METHODS[method].is_reward_model
+
+
+def packs(spec: Any) -> bool:
+    """Whether a ``TrainingSpec``'s rows are packed: its method takes the knob (SFT,
+    pretraining) and it is on (the default)."""
+    return bool(spec.packing) and "packing" in get_method(spec.method).fields
 
 
 def methods_with_field(name: str) -> tuple[str, ...] | None:

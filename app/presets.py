@@ -108,7 +108,7 @@ PRESETS: tuple[Preset, ...] = (
             "lora_dropout": 0.05,
             "learning_rate": 2e-4,
             "num_train_epochs": 2.0,
-            "gradient_checkpointing": True,
+            "gradient_checkpointing": "auto",  # on when the estimate says it would not fit
             "optim": "paged_adamw_8bit",  # the QLoRA paper's paged optimizer
         },
     ),

@@ -33,6 +33,7 @@ Optimizer = Literal[
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 DistributedStrategy = Literal["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 LigerChoice = Literal["auto", "on", "off"]
+Checkpointing = Literal["auto", "on", "off"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 
 DpoLossType = Literal[
@@ -151,9 +152,11 @@ class TrainingSpec(BaseModel):
     gradient_accumulation_steps: int = knob(
         1, "Micro-batches accumulated per optimizer step.", ge=1, le=1024
     )
-    gradient_checkpointing: bool = knob(
-        False,
-        "Recompute activations in the backward pass: much less memory, about a third slower.",
+    gradient_checkpointing: Checkpointing = knob(
+        "auto",
+        "Recompute activations in the backward pass: much less memory, about a third slower. "
+        "auto: on only when the estimate says the run would not fit the device's memory "
+        "otherwise (with a 10% margin); on; off.",
     )
     max_length: int = knob(
         1024, "Tokens per sequence; longer rows are truncated.", ge=16, le=131072
@@ -531,6 +534,14 @@ class TrainingSpec(BaseModel):
     def _bits_from_text(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().isdigit():
             return int(value)  # form posts send text
+        return value
+
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _checkpointing_from_bool(cls, value: Any) -> Any:
+        """Version-2 specs and older API clients said true / false."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
         return value
 
     @field_validator("reward_checkpoint_id", "reward_model", mode="before")

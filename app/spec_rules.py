@@ -110,7 +110,7 @@ def _early_stopping_conflicts(spec: TrainingSpec) -> Problems:
 
 def _adapter_conflicts(spec: TrainingSpec) -> Problems:
     problems: Problems = []
-    if spec.adapter == "prefix" and spec.gradient_checkpointing:
+    if spec.adapter == "prefix" and spec.gradient_checkpointing == "on":
         problems.append(
             (
                 "gradient_checkpointing",

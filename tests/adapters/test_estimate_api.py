@@ -41,7 +41,7 @@ def _body(tiny_model: str, dataset_id: int, adapter: str, **hyper) -> dict:
 @pytest.mark.parametrize(
     ("adapter", "hyper", "loc"),
     [
-        ("prefix", {"gradient_checkpointing": True}, ["hyperparameters", "gradient_checkpointing"]),
+        ("prefix", {"gradient_checkpointing": "on"}, ["hyperparameters", "gradient_checkpointing"]),
         ("lora", {"freeze_trainable_layers": 1}, ["hyperparameters", "freeze_trainable_layers"]),
         (
             "qlora",
@@ -77,7 +77,7 @@ def test_impossible_combinations_are_refused_with_the_field(
 
 def test_refused_jobs_are_not_created(client, alice: Account, tiny_model, dataset_id) -> None:
     before = len(client.get("/api/jobs", headers=alice.headers).json())
-    body = _body(tiny_model, dataset_id, "prefix", gradient_checkpointing=True)
+    body = _body(tiny_model, dataset_id, "prefix", gradient_checkpointing="on")
     assert client.post("/api/jobs", headers=alice.headers, json=body).status_code == 422
     assert len(client.get("/api/jobs", headers=alice.headers).json()) == before
 
@@ -112,7 +112,13 @@ def test_estimate_answers_the_job_body(client, alice: Account, tiny_model, datas
     per_row = math.ceil((40 + 80 + len("user") + len("assistant")) / 4)
     assert result["tokens_per_epoch"] == 10 * per_row
     assert result["tokens_source"] == "characters / 4"
-    assert memory["sequence_length"] == per_row  # the longest row, below max_length
+    assert memory["sequence_length"] == 128  # packed: bins fill up to max_length
+    unpacked = client.post(
+        "/api/jobs/estimate",
+        headers=alice.headers,
+        json=_body(tiny_model, dataset_id, "lora", lora_r=4, packing=False),
+    )
+    assert unpacked.json()["memory_breakdown"]["sequence_length"] == per_row  # the longest row
     assert result["steps_per_epoch"] == 5
     assert result["warnings"] == []
     # Without FTSTUDIO_DEVICE_MEMORY_BYTES the fit is judged against the online workers that can
@@ -163,7 +169,7 @@ def test_less_memory_where_practice_says_so(client, alice, tiny_model, dataset_i
     full, lora, qlora = memory("full"), memory("lora"), memory("qlora")
     assert full["optimizer"] > lora["optimizer"] and full["gradients"] > lora["gradients"]
     assert qlora["weights"] < lora["weights"]
-    assert memory("lora", gradient_checkpointing=True)["activations"] < lora["activations"]
+    assert memory("lora", gradient_checkpointing="on")["activations"] < lora["activations"]
     assert memory("freeze", freeze_trainable_layers=1)["activations"] < full["activations"]
     assert memory("lora", per_device_train_batch_size=8)["activations"] > lora["activations"]
 
@@ -230,7 +236,7 @@ def test_form_errors_come_back_for_the_chosen_adapter(
     page = soup(response)
     assert (
         "key/value cache"
-        in page.select_one("label.invalid input[name=gradient_checkpointing]")
+        in page.select_one("label.invalid select[name=gradient_checkpointing]")
         .find_parent("label")
         .get_text()
     )

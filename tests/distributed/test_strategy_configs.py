@@ -101,7 +101,7 @@ def test_fsdp_wraps_the_models_decoder_blocks_without_naming_them(tmp_path: Path
 
 def test_fsdp_recomputes_activations_itself_when_the_spec_asks(tmp_path: Path) -> None:
     """The spec's gradient_checkpointing becomes FSDP's own; the Trainer refuses both at once."""
-    args, plugin = _fsdp_plugin(_spec("fsdp", gradient_checkpointing=True), tmp_path)
+    args, plugin = _fsdp_plugin(_spec("fsdp", gradient_checkpointing="on"), tmp_path)
     assert plugin.activation_checkpointing is True
     assert args.activation_checkpointing is False
 

@@ -168,7 +168,7 @@ def test_freeze_plan_picks_the_last_blocks() -> None:
 @pytest.mark.parametrize(
     ("values", "field", "reason"),
     [
-        ({"adapter": "prefix", "gradient_checkpointing": True}, "gradient_checkpointing", "cache"),
+        ({"adapter": "prefix", "gradient_checkpointing": "on"}, "gradient_checkpointing", "cache"),
         (
             {"adapter": "qlora", "quantization_bits": 8, "bnb_4bit_quant_type": "fp4"},
             "bnb_4bit_quant_type",

@@ -64,7 +64,7 @@ def test_memory_by_adapter_at_7b() -> None:
     assert memory(adapter="lora", method="dpo")["reference_model"] == 0  # adapter switched off
     assert qlora["weights"] < eight["weights"] < memory(adapter="lora")["weights"]
     assert (
-        memory(adapter="lora", gradient_checkpointing=True)["activations"]
+        memory(adapter="lora", gradient_checkpointing="on")["activations"]
         < memory(adapter="lora")["activations"]
     )
 
@@ -109,3 +109,56 @@ def test_tied_models_train_embeddings_and_head_together() -> None:
     # One tensor: counted once.
     counted = count_parameters(tied, both).trainable
     assert counted == 2 * tied.block_params + tied.embedding_params
+
+
+def test_auto_checkpointing_recomputes_activations_only_when_the_run_would_not_fit() -> None:
+    """auto (the default) turns gradient checkpointing on exactly when the run would need more
+    than 90 % of the device's memory without it, and the estimate counts what the run will do."""
+    arch = architecture(LLAMA2_7B)
+    long = {"adapter": "lora", "max_length": 4096, "per_device_train_batch_size": 4}
+    spec = TrainingSpec(**long)
+    assert spec.gradient_checkpointing == "auto"
+    without = estimate(arch, TrainingSpec(**long, gradient_checkpointing="off"), None, 80 * GIB)
+    assert without["fits"] is False
+    assert "set gradient_checkpointing to auto or on" in without["warnings"][0]
+    chosen = estimate(arch, spec, None, device_memory_bytes=80 * GIB)
+    assert chosen["gradient_checkpointing"].startswith("on: without it")
+    assert chosen["memory_breakdown"]["gradient_checkpointing"] is True
+    assert chosen["memory_bytes"] < without["memory_bytes"] and chosen["fits"] is True
+    forced = estimate(arch, TrainingSpec(**long, gradient_checkpointing="on"), None, 80 * GIB)
+    assert forced["memory_bytes"] == chosen["memory_bytes"]
+    assert forced["gradient_checkpointing"] == "on (as asked)"
+
+    short = TrainingSpec(adapter="lora", max_length=512, per_device_train_batch_size=1)
+    small = estimate(arch, short, None, device_memory_bytes=80 * GIB)
+    assert small["gradient_checkpointing"].startswith("off: fits in")
+    assert small["memory_breakdown"]["gradient_checkpointing"] is False
+    unknown = estimate(arch, spec, None, device_memory_bytes=0)
+    assert unknown["gradient_checkpointing"] == "off: the device's memory is not known"
+    prefix = estimate(arch, TrainingSpec(**{**long, "adapter": "prefix"}), None, 8 * GIB)
+    assert prefix["gradient_checkpointing"] == "off: prefix tuning cannot use it"
+
+
+def test_packed_runs_are_estimated_at_max_length() -> None:
+    """Packed bins fill up to max_length whatever the longest row (or hold a small dataset
+    whole); unpacked rows are as long as the longest one."""
+    from app.estimate import TokenCount
+
+    arch = architecture(SMOLLM2_135M)
+    tokens = TokenCount(tokens_per_epoch=10_000, longest=300, rows=100, source="test")
+    packed = estimate(arch, TrainingSpec(max_length=2048), tokens, 80 * GIB)
+    unpacked = estimate(arch, TrainingSpec(max_length=2048, packing=False), tokens, 80 * GIB)
+    assert packed["memory_breakdown"]["sequence_length"] == 2048
+    assert unpacked["memory_breakdown"]["sequence_length"] == 300
+    few = TokenCount(tokens_per_epoch=900, longest=300, rows=3, source="test")
+    assert (
+        estimate(arch, TrainingSpec(max_length=2048), few)["memory_breakdown"]["sequence_length"]
+        == 900
+    )
+
+
+def test_checkpointing_reads_the_true_and_false_of_older_specs() -> None:
+    assert TrainingSpec(gradient_checkpointing=True).gradient_checkpointing == "on"
+    assert TrainingSpec(gradient_checkpointing=False).gradient_checkpointing == "off"
+    stored = TrainingSpec(gradient_checkpointing=False).model_dump()
+    assert TrainingSpec.from_stored(stored, 2).gradient_checkpointing == "off"  # kept as it ran

@@ -259,6 +259,7 @@ def test_the_run_page_shows_the_resolved_device_from_the_trainer_config(
         "attn_implementation": "sdpa",
         "fused_kernels": "Liger: fused RMSNorm, RoPE, SwiGLU, linear cross-entropy",
         "packed_rows": "best-fit, padding-free (rows isolated)",
+        "checkpointing": "on: without it the run would need about 90.00 GiB of 79.19 GiB",
     }
     (output / TRAINER_CONFIG_FILE).write_text(json.dumps({"learning_rate": 1e-4, **resolved}))
     page = soup(client.get(f"/jobs/{job_id}"))
@@ -272,6 +273,7 @@ def test_the_run_page_shows_the_resolved_device_from_the_trainer_config(
         "attention": "sdpa",
         "fused kernels": "Liger: fused RMSNorm, RoPE, SwiGLU, linear cross-entropy",
         "packing": "best-fit, padding-free (rows isolated)",
+        "gradient checkpointing": "on: without it the run would need about 90.00 GiB of 79.19 GiB",
     }
     assert page.select_one("#resolved-device-pending") is None
     assert page.select_one("#job-processes").get_text() == "1"

@@ -160,6 +160,10 @@ def test_the_resolved_trainer_config_is_stored_and_served(runs: dict[str, dict])
     assert default["packed_rows"] == "best-fit, padding-free (rows isolated)"
     assert default["use_liger_kernel"] is False
     assert default["fused_kernels"].startswith("none: not on CPU")
+    # auto: a tiny model fits the host's memory, so activations are not recomputed
+    assert default["checkpointing"].startswith("off: fits in")
+    assert default["recompute_activations"] is False
+    assert default["activation_checkpointing"] is False
 
 
 def test_tensorboard_event_files_hold_the_logged_curves(

@@ -13,7 +13,7 @@ from typing import Any
 from transformers import EarlyStoppingCallback, TrainingArguments
 from trl import SFTConfig
 
-from app.methods import METHODS, get_method
+from app.methods import METHODS, get_method, packs
 from app.spec import TrainingSpec
 from worker.devices import precision_kwargs
 from worker.training.adapters import (
@@ -25,7 +25,7 @@ from worker.training.adapters import (
     target_modules,
 )
 from worker.training.methods import WORKER_METHODS, reward_weights, worker_method
-from worker.training.packing import PACKING_STRATEGY, packs
+from worker.training.packing import PACKING_STRATEGY
 
 __all__ = [
     "ADAPTER_FIELDS",
@@ -37,7 +37,6 @@ __all__ = [
     "REWARD_FIELDS",
     "RULE_MAPPED_FIELDS",
     "SFT_CONFIG_FIELDS",
-    "SFT_CONFIG_RENAMED",
     "early_stopping_callback",
     "lora_config",
     "method_config",
@@ -67,13 +66,17 @@ SFT_CONFIG_FIELDS = (
     "optim",
 )
 # Spec fields that become TRL config settings by a rule (see _run_kwargs).
-RULE_MAPPED_FIELDS = ("precision", "eval_steps", "neftune_noise_alpha", "packing", "liger_kernels")
+RULE_MAPPED_FIELDS = (
+    "precision",
+    "eval_steps",
+    "neftune_noise_alpha",
+    "packing",
+    "liger_kernels",
+    "gradient_checkpointing",
+)
 # Spec fields the studio's encoder (app.chat.rows) reads to choose which tokens carry loss; the
 # SFT rows reach TRL already tokenized, with their labels.
 ENCODER_FIELDS = ("assistant_only_loss", "completion_only_loss")
-# Spec fields passed to SFTConfig under another name: transformers 5.23 renamed
-# gradient_checkpointing (still TRL's and peft's word for it) to activation_checkpointing.
-SFT_CONFIG_RENAMED = {"gradient_checkpointing": "activation_checkpointing"}
 
 
 # Spec fields that say how the run's processes are launched: ``app.launch`` turns them into the
@@ -137,6 +140,22 @@ def _run_kwargs(
     return kwargs
 
 
+def _checkpointing_kwargs(
+    spec: TrainingSpec, checkpointing: bool | None, strategy: dict[str, Any] | None
+) -> dict[str, Any]:
+    """transformers 5.23 calls gradient checkpointing (still TRL's and peft's word for it)
+    activation_checkpointing. Under FSDP it is FSDP's own: the Trainer's would all-gather again
+    in backward, and transformers refuses both at once."""
+    on = spec.gradient_checkpointing == "on" if checkpointing is None else checkpointing
+    fsdp = (strategy or {}).get("fsdp_config")
+    if fsdp is not None:
+        return {
+            "fsdp_config": fsdp | {"activation_checkpointing": on},
+            "activation_checkpointing": False,
+        }
+    return {"activation_checkpointing": on}
+
+
 def early_stopping_on(spec: TrainingSpec, has_eval: bool) -> bool:
     return has_eval and spec.early_stopping_patience > 0
 
@@ -171,17 +190,20 @@ def method_config(
     precision: str | None = None,
     strategy: dict[str, Any] | None = None,
     liger: bool = False,
+    checkpointing: bool | None = None,
 ) -> TrainingArguments:
     """The TRL config of the spec's method: SFTConfig (sft, pretrain), DPOConfig, KTOConfig,
     ORPOConfig, CPOConfig (simpo) or RewardConfig. ``precision`` is the one resolved on the
     device; ``strategy`` the distributed strategy's arguments (``app.launch``), for a run on
-    several devices; ``liger`` whether the run uses Liger's kernels (``worker.kernels``)."""
+    several devices; ``liger`` whether the run uses Liger's kernels (``worker.kernels``);
+    ``checkpointing`` whether it recomputes activations, as resolved on the device
+    (``app.estimate.checkpointing_choice``; None: only when the spec says on)."""
     kwargs: dict[str, Any] = {name: getattr(spec, name) for name in SFT_CONFIG_FIELDS}
-    kwargs |= {theirs: getattr(spec, ours) for ours, theirs in SFT_CONFIG_RENAMED.items()}
     kwargs |= worker_method(spec).config_kwargs(spec)
     kwargs |= _early_stopping_kwargs(spec, has_eval)
     kwargs |= _run_kwargs(spec, has_eval, use_cpu, precision, liger)
     kwargs |= strategy or {}
+    kwargs |= _checkpointing_kwargs(spec, checkpointing, strategy)
     if get_method(spec.method).generates:  # prompts are as long as they are; answers have a cap
         del kwargs["max_length"]
     return worker_method(spec).config(

@@ -41,10 +41,11 @@ from trl.experimental.ppo import PPOConfig, PPOTrainer
 
 from app.chat.rows import RowEncoder, encode_rows
 from app.data.rowtext import as_messages
+from app.methods import packs
 from app.spec import TrainingSpec
 from worker.training import rl
 from worker.training.batch_rows import with_row_indices
-from worker.training.packing import has_loss, pack, packs
+from worker.training.packing import has_loss, pack
 
 Row = dict
 RowBuilder = Callable[[Row, RowEncoder], Row]

@@ -20,19 +20,11 @@ from typing import Any
 from datasets import Dataset
 from trl.data_utils import pack_dataset
 
-from app.methods import get_method
-from app.spec import TrainingSpec
 from worker.training.batch_rows import ROW_INDEX_COLUMN
 
 PACKING_STRATEGY = "bfd"
 _ROW_PER_TOKEN = "studio_row_per_token"
 IGNORED = -100
-
-
-def packs(spec: TrainingSpec) -> bool:
-    """Whether the spec's rows are packed: its method takes the knob (SFT, pretraining) and it
-    is on (the default)."""
-    return spec.packing and "packing" in get_method(spec.method).fields
 
 
 def has_loss(example: dict[str, Any]) -> bool:

@@ -20,11 +20,13 @@ import torch
 from peft import prepare_model_for_kbit_training
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
+from app.architecture import EstimateUnavailable, architecture, count_parameters, read_config
 from app.chat.encoding import ChatFormat
 from app.chat.rows import RowEncoder
 from app.chat.tokenizer import load_model_tokenizer
 from app.db import session_scope
-from app.methods import get_method, is_reward_model
+from app.estimate import TokenCount, checkpointing_choice, dataset_tokens, sequence_length
+from app.methods import get_method, is_reward_model, packs
 from app.models import Checkpoint, Dataset, Job, JobStatus
 from app.settings import get_settings
 from app.spec import TrainingSpec
@@ -66,7 +68,7 @@ from worker.training.mapping import (
     quantization_config,
 )
 from worker.training.methods import worker_method
-from worker.training.packing import packs, quiet_isolation_warnings
+from worker.training.packing import quiet_isolation_warnings
 from worker.training.phases import PhaseCallback, PhaseClock, process_started_at
 from worker.training.rl import reward_model_dir
 from worker.training.stop_check import run_stop_check
@@ -83,6 +85,7 @@ def load_model(
     use_cpu: bool,
     precision: str = "fp32",
     attention: str = "sdpa",
+    checkpointing: bool = False,
 ) -> PreTrainedModel:
     """The base model as the method and adapter need it: a causal LM, or for a reward model the
     same body with a new score head; quantized and prepared for k-bit training (qlora), with all
@@ -107,9 +110,7 @@ def load_model(
         **placement,
     )
     if spec.adapter == "qlora":
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=spec.gradient_checkpointing
-        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     plan = freeze_plan(spec, model.config.get_text_config().num_hidden_layers)
     if plan is not None:
         apply_freeze(model, plan)
@@ -144,10 +145,29 @@ def record_parameters(model: torch.nn.Module, path: Path) -> dict:
     return record
 
 
-def resolve_device(spec: TrainingSpec, use_cpu: bool, model_path: Path) -> dict[str, Any]:
+def resolve_checkpointing(
+    spec: TrainingSpec, model_path: Path, device_bytes: int, tokens: TokenCount | None
+) -> tuple[bool, str]:
+    """Whether the run recomputes activations on a device with ``device_bytes``: the
+    pre-launch estimate's rule (``app.estimate.checkpointing_choice``) on the same numbers."""
+    if spec.gradient_checkpointing != "auto":
+        return spec.gradient_checkpointing == "on", f"{spec.gradient_checkpointing} (as asked)"
+    try:
+        arch = architecture(read_config(model_path))
+    except EstimateUnavailable as exc:
+        return False, f"off: no memory estimate for this model ({exc})"
+    count = count_parameters(arch, spec)
+    seq_len = sequence_length(spec, tokens)
+    return checkpointing_choice(arch, spec, count, seq_len, device_bytes)
+
+
+def resolve_device(
+    spec: TrainingSpec, use_cpu: bool, model_path: Path, tokens: TokenCount | None = None
+) -> dict[str, Any]:
     """The device this process trains on and what the run gets there: precision, attention
-    kernel (``worker.devices``), fused kernels (``worker.kernels``) and packing. A precision or
-    kernel the device cannot do is refused with the reason."""
+    kernel (``worker.devices``), fused kernels (``worker.kernels``), packing and gradient
+    checkpointing (``tokens``: the dataset's, for the longest row of an unpacked run). A
+    precision or kernel the device cannot do is refused with the reason."""
     device = detect_devices()[0] if use_cpu else current_cuda_device()
     liger, kernels = False, "none"
     try:
@@ -160,7 +180,14 @@ def resolve_device(spec: TrainingSpec, use_cpu: bool, model_path: Path) -> dict[
     except ValueError as exc:
         raise ReportedFailure(str(exc)) from None
     packed = "best-fit, padding-free (rows isolated)" if packs(spec) else "off"
-    return resolved | {"liger_kernels": liger, "fused_kernels": kernels, "packed_rows": packed}
+    checkpointing, why = resolve_checkpointing(spec, model_path, device.memory_bytes, tokens)
+    return resolved | {
+        "liger_kernels": liger,
+        "fused_kernels": kernels,
+        "packed_rows": packed,
+        "recompute_activations": checkpointing,
+        "checkpointing": why,
+    }
 
 
 def check_strategy_engaged(spec: TrainingSpec, trainer: Any) -> None:
@@ -194,6 +221,9 @@ def train(job_id: int) -> None:
         chain = lineage_stages(session, job, settings.jobs_dir)  # chaining: the parent's weights
         resume_from = resume_dir(session, job, settings.jobs_dir)
         submitted, taken = job.created_at, job.started_at
+        tokens = None  # an unpacked run's longest row, for gradient checkpointing's auto
+        if spec.gradient_checkpointing == "auto" and not packs(spec):
+            tokens = dataset_tokens(session, job.dataset, job.base_model_id, spec.max_length)
         train_source = DataSource(dataset_id, job.dataset.content_hash, named_rows=True)
         eval_source = None
         if eval_id is not None:
@@ -211,7 +241,7 @@ def train(job_id: int) -> None:
         tokenizer.chat_template = chat_template  # the template lock: saved with every checkpoint
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    resolved = resolve_device(spec, use_cpu, model_path)
+    resolved = resolve_device(spec, use_cpu, model_path, tokens)
     precision, attention = resolved["precision"], resolved["attn_implementation"]
     print(f"device {resolved['device']}: {precision}, attention {attention}", flush=True)
     job_dir = settings.jobs_dir / str(job_id)
@@ -229,7 +259,13 @@ def train(job_id: int) -> None:
             )
         set_seed(spec.seed)  # a reward model's new score head is initialised while loading
         model = load_model(
-            spec, start_path, tokenizer, use_cpu=use_cpu, precision=precision, attention=attention
+            spec,
+            start_path,
+            tokenizer,
+            use_cpu=use_cpu,
+            precision=precision,
+            attention=attention,
+            checkpointing=resolved["recompute_activations"],
         )
     train_ds, eval_ds = prepared.result()
 
@@ -253,6 +289,7 @@ def train(job_id: int) -> None:
         precision=precision,
         strategy=trainer_arguments(job_dir),
         liger=resolved["liger_kernels"],
+        checkpointing=resolved["recompute_activations"],
     )
     studio = StudioCallback(job_id, attempt, settings.jobs_dir, resolved)
     phases = PhaseCallback(clock)

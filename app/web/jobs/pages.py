@@ -304,6 +304,7 @@ RESOLVED_DEVICE_KEYS = (
     ("attn_implementation", "attention"),
     ("fused_kernels", "fused kernels"),
     ("packed_rows", "packing"),
+    ("checkpointing", "gradient checkpointing"),
 )
 
 

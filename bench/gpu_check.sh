@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The GPU check of issue 12 on a machine with one NVIDIA GPU (the lent device machine, which
+# The GPU check of issues 12 and 13 on a machine with one NVIDIA GPU (the lent device machine, which
 # reaches no registry). Prepare on a machine with the venv and `ftstudio setup` done:
 #     .venv/bin/python bench/gpu_check_wheels.py     # fills .whl/ and .cache/gpu_check/
 # then run there, carrying both:  run(command="bash bench/gpu_check.sh",
 #     carry=[".whl", ".cache/gpu_check"], timeout_s=600)
-# Extra arguments go to bench/gpu_check.py (e.g. --steps 20). GPU_CHECK_TIMEOUT: seconds (480)
-# for it; then bench/gpu_check_fsdp.py, GPU_CHECK_FSDP_TIMEOUT: seconds (120).
+# Extra arguments go to bench/gpu_check.py (e.g. --steps 20). GPU_CHECK_TIMEOUT: seconds (240)
+# for it; then bench/gpu_check_speed.py (GPU_CHECK_SPEED_TIMEOUT, 200) and
+# bench/gpu_check_fsdp.py (GPU_CHECK_FSDP_TIMEOUT, 120), each cut to the budget left.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -37,9 +38,27 @@ print("  cuda:", torch.cuda.is_available(), torch.version.cuda,
 PYEOF
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
-timeout --signal=TERM --kill-after=20 "${GPU_CHECK_TIMEOUT:-480}" "$PY" bench/gpu_check.py "$@"
+timeout --signal=TERM --kill-after=20 "${GPU_CHECK_TIMEOUT:-240}" "$PY" bench/gpu_check.py "$@"
 rc=$?
-[ "$rc" = 124 ] && echo "gpu_check: stopped by the ${GPU_CHECK_TIMEOUT:-480} s timeout"
+[ "$rc" = 124 ] && echo "gpu_check: stopped by the ${GPU_CHECK_TIMEOUT:-240} s timeout"
+
+# Issue 13's ratios on the GPU (bench/gpu_check_speed.py): overhead and packing against the
+# plain TRL script, Liger on vs off, MFU against a matmul ceiling. Each figure prints as it is
+# measured; GPU_CHECK_SPEED_TIMEOUT (200 s), cut to leave the FSDP check 100 s of the budget.
+echo
+echo "== speed (issue 13: the studio's fast defaults vs plain TRL)"
+speed_limit=${GPU_CHECK_SPEED_TIMEOUT:-200}
+left=$(( ${GPU_CHECK_BUDGET:-560} - 100 - SECONDS ))
+[ "$left" -lt "$speed_limit" ] && speed_limit=$left
+if [ "$speed_limit" -lt 60 ]; then
+    echo "speed check: FAILED not run: ${left} s left of the check's budget"
+    speed_rc=1
+else
+    timeout --signal=TERM --kill-after=10 "$speed_limit" "$PY" bench/gpu_check_speed.py
+    speed_rc=$?
+    [ "$speed_rc" = 124 ] && echo "speed check: stopped by the ${speed_limit} s timeout"
+fi
+[ "$rc" = 0 ] && rc=$speed_rc
 
 # Last, after the studio's results are printed: FSDP, which accelerate runs on GPUs only, with
 # the studio's own settings in one torchrun rank (bench/gpu_check_fsdp.py). Its own timeout

@@ -5,7 +5,9 @@
   known to work together); bitsandbytes slimmed to its CUDA 13 libraries (the machine's torch is
   cu130), so that everything fits the 64 MiB a call may carry;
 - ``.cache/gpu_check/smollm2-shape/``: the bundled model's config and tokenizer (no weights: the
-  check builds random weights of the same architecture from them).
+  check builds random weights of the same architecture from them);
+- ``.cache/gpu_check/alpaca_en_demo.json``: the speed check's data (``make test-data``'s copy);
+- ``liger-kernel`` at the ``gpu`` extra's pin (pure Python; Triton comes with the machine's torch).
 
 Both folders are ignored by git. Run here: ``.venv/bin/python bench/gpu_check_wheels.py``.
 """
@@ -24,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 WHEELS = REPO / ".whl"
 SHAPE_DIR = REPO / ".cache" / "gpu_check" / "smollm2-shape"
 BUNDLED = REPO / ".data" / "models" / "smollm2-135m-instruct"
+ALPACA = REPO / ".cache" / "llamafactory-data" / "alpaca_en_demo.json"
 CARRY_LIMIT = 64 * 1024**2
 
 # Missing on the GPU machine (KINDS.md's package list), or there in another version than the
@@ -52,6 +55,7 @@ PACKAGES = (
     "annotated-types",
     "typing-inspection",
     # data and jobs
+    "orjson",
     "sqlalchemy",
     "alembic",
     "mako",
@@ -80,8 +84,16 @@ PLATFORMS = (
 KEEP_BNB_LIBS = ("cuda130", "cuda132")
 
 
+def gpu_extra() -> list[str]:
+    """The pyproject's ``gpu`` extra (Liger), pinned there: not installed on a CPU machine."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return list(project.get("optional-dependencies", {}).get("gpu", []))
+
+
 def pinned() -> list[str]:
-    pins = []
+    pins = gpu_extra()
     for name in PACKAGES:
         try:
             pins.append(f"{name}=={importlib.metadata.version(name)}")
@@ -152,12 +164,19 @@ def copy_shape() -> None:
             shutil.copy2(path, SHAPE_DIR / path.name)
 
 
+def copy_alpaca() -> None:
+    if not ALPACA.exists():
+        raise SystemExit(f"no {ALPACA}: run `make test-data` first")
+    shutil.copy2(ALPACA, SHAPE_DIR.parent / ALPACA.name)
+
+
 def size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def main() -> None:
     copy_shape()
+    copy_alpaca()
     download(pinned())
     slim_bitsandbytes()
     tracked = subprocess.run(
@@ -169,11 +188,12 @@ def main() -> None:
     tree = sum(
         (REPO / p.decode()).stat().st_size for p in tracked if p and (REPO / p.decode()).is_file()
     )
-    total = tree + size(WHEELS) + size(SHAPE_DIR)
+    total = tree + size(WHEELS) + size(SHAPE_DIR.parent)
     for wheel in sorted(WHEELS.iterdir()):
         print(f"  {wheel.stat().st_size / 1024**2:6.1f} MiB  {wheel.name}")
     print(
-        f"wheels {size(WHEELS) / 1024**2:.1f} MiB, model shape {size(SHAPE_DIR) / 1024**2:.1f} "
+        f"wheels {size(WHEELS) / 1024**2:.1f} MiB, model shape and data "
+        f"{size(SHAPE_DIR.parent) / 1024**2:.1f} "
         f"MiB, working tree {tree / 1024**2:.1f} MiB: {total / 1024**2:.1f} MiB of the "
         f"{CARRY_LIMIT / 1024**2:.0f} MiB a call carries"
     )

@@ -73,7 +73,9 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(config["model_dir"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(config["model_dir"], dtype=torch.float32)
+    bf16 = hyper.get("precision") == "bf16"  # the GPU check; fp32 otherwise, as on a CPU
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(config["model_dir"], dtype=dtype)
     rows = []
     for record in read_records(config["data_file"]):
         messages = messages_of(record)
@@ -97,7 +99,7 @@ def main() -> None:
         save_strategy="no",
         report_to="none",
         use_cpu=use_cpu,
-        bf16=False,  # fp32, as the studio computes on CPU and as the bench asks it on a GPU
+        bf16=bf16,
         disable_tqdm=True,
     )
     peft_config = LoraConfig(

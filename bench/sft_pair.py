@@ -83,9 +83,9 @@ def studio_run(
         "base_model": model,
         "dataset_id": dataset_id,
         "hyperparameters": {
-            **hyper,
             "save_steps": 1_000_000,  # no intermediate checkpoint: the final one only
-            "precision": "fp32",
+            "precision": "fp32",  # unless hyper says (the GPU check: bf16)
+            **hyper,
             **(extra or {}),
         },
     }

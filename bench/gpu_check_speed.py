@@ -11,7 +11,8 @@ bf16, the same seed, batch, ``max_length``, steps and LoRA settings on both side
    difference;
 2. packing: the studio packed (Liger off) vs the plain script's padded batches (TRL's default)
    on a mixed-length chat set: tokens/s ratio and the plain side's padding share;
-3. Liger: the studio packed with ``liger_kernels`` on vs off: tokens/s and peak memory ratios;
+3. Liger: the studio packed with ``liger_kernels`` on vs off: tokens/s and peak memory ratios,
+   and the per-step losses' largest difference (Liger must not change results beyond rounding);
 4. the fast defaults together (packed, Liger on) vs plain: tokens/s and peak memory (issue 13's
    GPU target: >= 1.3x tokens/s at <= 0.7x the memory);
 5. MFU of every run: model FLOPs per real token (4 x the base parameters for LoRA, whose frozen
@@ -214,7 +215,8 @@ def measure(bench: Bench, alpaca: Path, chat: Path, ceiling: float, shape: dict)
     liger = bench.studio(chat_id, **packed, liger_kernels="on")
     print(
         f"LIGER on/off (packed) tokens/s {ratio(liger['tokens_per_s'], no_liger['tokens_per_s'])}"
-        f", peak memory {ratio(liger['peak'], no_liger['peak'])}",
+        f", peak memory {ratio(liger['peak'], no_liger['peak'])}, per-step loss max |diff| "
+        f"{max_loss_diff(liger['rows'], no_liger['rows']):.3g} (the same within bf16 rounding)",
         flush=True,
     )
     print(

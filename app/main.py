@@ -6,12 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import broker
 from app.db import get_engine, web_threads
@@ -29,8 +28,7 @@ from app.web import (
     models,
     workers,
 )
-
-UPLOAD_PATHS = ("/api/datasets", "/datasets")
+from app.web.middleware import RequestLimits, SecurityHeaders
 
 
 def create_app() -> FastAPI:
@@ -60,6 +58,7 @@ def create_app() -> FastAPI:
         session_cookie="ftstudio_session",
         same_site="lax",
         max_age=14 * 24 * 3600,
+        https_only=settings.secure_cookies,  # the Secure flag, behind TLS
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # One router per resource, each with its API routes and its pages. No two resources
@@ -79,9 +78,14 @@ def create_app() -> FastAPI:
     ):
         app.include_router(resource.router)
     errors.install(app)
-    # Added last: the outermost middleware, so an oversized upload is refused before anything
-    # reads (or spools) its body.
-    app.add_middleware(UploadLimit, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
+    # Added last: the outermost middleware, so an oversized body is refused before anything
+    # reads (or spools) it, the session and the user lookup included.
+    app.add_middleware(
+        RequestLimits,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_body_bytes=settings.max_body_bytes,
+    )
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
@@ -100,30 +104,3 @@ def _database_ok() -> bool:
         return True
     except Exception:
         return False
-
-
-class UploadLimit:
-    """Refuses a POST to an upload path without a Content-Length (411) or over the limit (413)
-    before its body is read. A plain ASGI middleware: every other request passes straight
-    through, without the per-request cost of ``BaseHTTPMiddleware``."""
-
-    def __init__(self, app: ASGIApp, max_upload_bytes: int) -> None:
-        self.app = app
-        self.max_upload_bytes = max_upload_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        upload = scope["type"] == "http" and scope["method"] == "POST"
-        if not upload or scope["path"] not in UPLOAD_PATHS:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope)
-        length = request.headers.get("content-length")
-        if length is None:
-            refused = errors.upload_refused(request, 411, "uploads need a Content-Length header")
-        elif int(length) > self.max_upload_bytes:
-            detail = f"upload is larger than the limit of {self.max_upload_bytes} bytes"
-            refused = errors.upload_refused(request, 413, detail)
-        else:
-            await self.app(scope, receive, send)
-            return
-        await refused(scope, receive, send)

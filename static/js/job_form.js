@@ -2,6 +2,10 @@
 // 4-bit-only settings), disabling the hidden ones so they are not submitted.
 (function () {
   "use strict";
+  // The preset picker applies its choice at once (no inline handler: the CSP allows no inline script).
+  document.querySelectorAll("select[data-submit-on-change]").forEach((select) => {
+    select.addEventListener("change", () => select.form.submit());
+  });
   const form = document.getElementById("job-form");
   if (!form) return;
 

@@ -331,7 +331,7 @@ def test_upload_limit_refuses_before_reading_the_body(
     """The plain ASGI upload limit answers without calling the app or reading a byte."""
     import asyncio
 
-    from app.main import UploadLimit
+    from app.web.middleware import RequestLimits
 
     async def app(scope, receive, send) -> None:
         raise AssertionError("the app must not see a refused upload")
@@ -344,9 +344,8 @@ def test_upload_limit_refuses_before_reading_the_body(
     async def send(message: dict) -> None:
         sent.append(message)
 
-    asyncio.run(
-        UploadLimit(app, max_upload_bytes=4096)(_upload_scope(path, headers), receive, send)
-    )
+    limits = RequestLimits(app, max_upload_bytes=4096, max_body_bytes=2**20)
+    asyncio.run(limits(_upload_scope(path, headers), receive, send))
     assert sent[0]["type"] == "http.response.start"
     assert sent[0]["status"] == status
     assert dict(sent[0]["headers"])[b"content-type"].decode().startswith(kind)
@@ -355,7 +354,7 @@ def test_upload_limit_refuses_before_reading_the_body(
 def test_upload_limit_passes_everything_else_through() -> None:
     import asyncio
 
-    from app.main import UploadLimit
+    from app.web.middleware import RequestLimits
 
     seen: list[str] = []
 
@@ -365,7 +364,7 @@ def test_upload_limit_passes_everything_else_through() -> None:
     async def unused(*_args) -> None:
         raise AssertionError("not for the middleware")
 
-    limit = UploadLimit(app, max_upload_bytes=4096)
+    limit = RequestLimits(app, max_upload_bytes=4096, max_body_bytes=2**20)
     fits = _upload_scope("/api/datasets", [(b"content-length", b"4096")])
     elsewhere = _upload_scope("/api/jobs", [(b"content-length", b"999999")])
     asyncio.run(limit(fits, unused, unused))

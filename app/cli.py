@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from app.settings import get_settings
+from app.settings import get_settings, private_umask
 
 BUNDLED_MODEL = "SmolLM2-135M-Instruct"
 
@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--user", required=True)
     create.add_argument("--admin", action="store_true")
     create.add_argument("--label", default="cli")
+    create.add_argument("--expires-days", type=float, default=None, help="default: never")
+    listing = token.add_parser("list", help="list tokens (never the tokens themselves)")
+    listing.add_argument("--user", default=None)
+    revoke = token.add_parser("revoke", help="delete a token by its id (from `token list`)")
+    revoke.add_argument("id", type=int)
 
     user = sub.add_parser("user", help="users").add_subparsers(dest="user_command", required=True)
     password = user.add_parser(
@@ -99,19 +104,62 @@ def register_bundled_model() -> None:
         print(f"base model '{model.name}' is registered (id {model.id})")
 
 
-def create_token_for(name: str, *, admin: bool, label: str) -> str:
+def create_token_for(
+    name: str, *, admin: bool, label: str, expires_days: float | None = None
+) -> str:
+    from datetime import timedelta
+
     from app.auth import create_token, get_or_create_user
     from app.db import session_scope
 
+    expires = timedelta(days=expires_days) if expires_days is not None else None
     with session_scope() as session:
         user = get_or_create_user(session, name, admin=admin)
-        return create_token(session, user, label)
+        return create_token(session, user, label, expires_in=expires)
 
 
-def cmd_token_create(args: argparse.Namespace) -> None:
-    token = create_token_for(args.user, admin=args.admin, label=args.label)
-    print(f"token for user '{args.user}'{' (admin)' if args.admin else ''}:")
-    print(token)
+def cmd_token(args: argparse.Namespace) -> None:
+    from app.auth import list_tokens, revoke_token
+    from app.db import session_scope
+
+    if args.token_command == "create":
+        token = create_token_for(
+            args.user, admin=args.admin, label=args.label, expires_days=args.expires_days
+        )
+        print(f"token for user '{args.user}'{' (admin)' if args.admin else ''}:")
+        print(token)
+        return
+    with session_scope() as session:
+        if args.token_command == "revoke":
+            if not revoke_token(session, args.id):
+                sys.exit(f"no token with id {args.id}")
+            print(f"token {args.id} revoked")
+            return
+        for token, owner in list_tokens(session, args.user):
+            print(
+                f"{token.id}\t{owner}\t{token.label or '-'}\tcreated {token.created_at:%Y-%m-%d}"
+                f"\tlast used {token.last_used_at or 'never'}"
+                f"\texpires {token.expires_at or 'never'}"
+            )
+
+
+def admin_token() -> str:
+    """The token `ftstudio up` prints: the one it made before (kept 0600 in the data dir) while
+    it still works, else a new one; never a new token at every start."""
+    from app.auth import token_usable
+    from app.db import session_scope
+
+    path = get_settings().data_dir / "admin_token"
+    if path.exists():
+        kept = path.read_text().strip()
+        with session_scope() as session:
+            if token_usable(session, kept):
+                return kept
+    token = create_token_for("admin", admin=True, label="ftstudio up")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
 
 
 def cmd_user_password(args: argparse.Namespace) -> None:
@@ -217,7 +265,7 @@ def start_workers(gpus_per_worker: int) -> list[subprocess.Popen]:
 def cmd_up(args: argparse.Namespace) -> None:
     cmd_migrate()
     register_bundled_model()
-    token = create_token_for("admin", admin=True, label="ftstudio up")
+    token = admin_token()
     per_worker = args.gpus_per_worker
     workers = start_workers(get_settings().gpus_per_worker if per_worker is None else per_worker)
     print(f"\n  ftstudio is running at http://{args.host}:{args.port}/")
@@ -237,6 +285,7 @@ def cmd_up(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    private_umask()  # the database, logs, uploads and checkpoints: the studio's user's alone
     match args.command:
         case "setup":
             cmd_setup()
@@ -249,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         case "worker":
             cmd_worker(args)
         case "token":
-            cmd_token_create(args)
+            cmd_token(args)
         case "user":
             cmd_user_password(args)
 

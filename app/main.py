@@ -14,6 +14,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app import broker
 from app.db import get_engine, web_threads
+from app.logins import LoginThrottle
 from app.paths import STATIC_DIR
 from app.settings import get_settings
 from app.web import (
@@ -60,6 +61,7 @@ def create_app() -> FastAPI:
         max_age=14 * 24 * 3600,
         https_only=settings.secure_cookies,  # the Secure flag, behind TLS
     )
+    app.state.login_throttle = LoginThrottle(settings.login_attempts)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # One router per resource, each with its API routes and its pages. No two resources
     # share a method and path, so their order does not decide which handler answers; inside

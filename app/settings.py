@@ -6,6 +6,8 @@ The embedded default needs no server: a SQLite file and a filesystem broker, bot
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -45,6 +47,51 @@ class Settings(BaseSettings):
         "'NVIDIA H100 80GB HBM3' or 'cpu').",
     )
     max_upload_bytes: int = Field(default=512 * 1024 * 1024)
+    max_inflated_bytes: int = Field(
+        default=4 * 1024**3,
+        gt=0,
+        description="An upload whose content (after gzip) passes this many bytes is refused "
+        "(413) as soon as it does.",
+    )
+    max_inflate_ratio: float = Field(
+        default=200.0,
+        ge=0,
+        description="A gzip upload inflating to more than this many times the compressed bytes "
+        "read so far is refused (413) once past inflate_ratio_min_bytes (0: no ratio limit).",
+    )
+    inflate_ratio_min_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Inflated bytes that max_inflate_ratio lets through whatever the ratio.",
+    )
+    max_upload_rows: int = Field(
+        default=5_000_000,
+        gt=0,
+        description="An upload holding more records than this is refused (422) at the first "
+        "record over it.",
+    )
+    max_row_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="The largest line of an upload, and the largest stored row (UTF-8 bytes).",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        gt=0,
+        description="The largest request body of every route but the uploads (which have "
+        "max_upload_bytes), refused with 413 before anything reads it.",
+    )
+    secure_cookies: bool = Field(
+        default=False,
+        description="Send the session cookie with the Secure flag (the studio is served over "
+        "https, e.g. behind a TLS proxy).",
+    )
+    login_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Failed logins allowed per name and per address before each next try "
+        "waits, doubling from 1 s up to 15 minutes.",
+    )
     web_threads: int = Field(
         default=0,
         ge=0,
@@ -119,17 +166,29 @@ class Settings(BaseSettings):
             return self.secret_key
         path = self.data_dir / "secret_key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                # Created with its mode: the key is never readable by others, not even briefly.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(48))
         return path.read_text().strip()
 
     def ensure_dirs(self) -> None:
+        """The data dir and its folders, readable by the studio's user alone (0700); files the
+        studio creates there are 0600 (``private_umask``)."""
         for path in (self.data_dir, self.uploads_dir, self.jobs_dir, self.exports_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         if self.is_embedded_broker:
             for sub in ("in", "processed", "control"):
                 (self.broker_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def private_umask() -> None:
+    """Files and folders the studio's processes create are its user's alone (database, logs,
+    uploads, checkpoints): 0600 / 0700. Called once by each entry point."""
+    os.umask(0o077)
 
 
 @lru_cache

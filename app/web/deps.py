@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from app.auth import note_token_use, token_lookup
+from app.auth import browser_session_user, note_token_use, token_lookup
 from app.db import session_scope
 from app.models import User
 from app.settings import Settings, get_settings
@@ -20,6 +20,7 @@ from app.settings import Settings, get_settings
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
+SESSION_KEY = "sid"  # the browser session's id in the signed cookie (app.auth)
 
 
 def get_session() -> Iterator[Session]:
@@ -44,14 +45,18 @@ def csrf_token(request: Request) -> str:
     return token
 
 
-async def _check_csrf(request: Request) -> None:
+def csrf_matches(request: Request, sent: str) -> bool:
     expected = request.session.get("csrf", "")
+    return bool(expected) and hmac.compare_digest(sent, expected)
+
+
+async def _check_csrf(request: Request) -> None:
     sent = request.headers.get(CSRF_HEADER, "")
     if not sent and request.headers.get("content-type", "").startswith(
         ("application/x-www-form-urlencoded", "multipart/form-data")
     ):
         sent = str((await request.form()).get(CSRF_FIELD, ""))
-    if not expected or not hmac.compare_digest(sent, expected):
+    if not csrf_matches(request, sent):
         raise HTTPException(status_code=403, detail="CSRF token missing or wrong; reload the page")
 
 
@@ -77,10 +82,10 @@ async def _resolve_user(request: Request, session: Session) -> User | None:
         # Off the event loop: the lookup may wait on a database lock (its last_used_at write),
         # which must not stall every other request (see BENCHMARKS.md, bench_sse).
         return await run_in_threadpool(_bearer_user, session, header[7:].strip())
-    user_id = request.session.get("user_id")
-    if user_id is None:
+    session_id = request.session.get(SESSION_KEY)
+    if not isinstance(session_id, str):
         return None
-    user = await run_in_threadpool(session.get, User, user_id)
+    user = await run_in_threadpool(browser_session_user, session, session_id)
     if user is not None and request.method not in SAFE_METHODS:
         await _check_csrf(request)
     return user

@@ -14,7 +14,7 @@ from app.architecture import architecture, read_config
 from app.settings import get_settings
 from app.spec import TrainingSpec
 from tests.conftest import Account
-from tests.support.html import soup
+from tests.support.html import post_login, soup
 
 ROWS = [{"instruction": "a" * 40, "output": "b" * 80} for _ in range(10)]
 
@@ -190,7 +190,7 @@ def test_estimate_is_scoped_and_authenticated(
 @pytest.fixture
 def browser(client, alice: Account):
     client.cookies.clear()
-    client.post("/login", data={"token": alice.token})
+    post_login(client, {"token": alice.token})
     yield soup(client.get("/")).select_one('meta[name="csrf-token"]')["content"]
     client.cookies.clear()
 

@@ -19,7 +19,7 @@ from app.models import Worker
 from app.settings import get_settings
 from app.spec import TrainingSpec
 from tests.conftest import Account
-from tests.support.html import soup
+from tests.support.html import post_login, soup
 
 LLAMA2_7B = {
     "model_type": "llama",
@@ -301,7 +301,7 @@ def test_estimate_panel_names_the_worker_and_the_sharding(
 ) -> None:
     monkeypatch.setattr(get_settings(), "device_memory_bytes", 0)
     client.cookies.clear()
-    client.post("/login", data={"token": alice.token})
+    post_login(client, {"token": alice.token})
     try:
         page = soup(client.get("/jobs/new"))
         csrf = page.select_one('meta[name="csrf-token"]')["content"]

@@ -9,7 +9,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from tests.conftest import Account
-from tests.support.html import soup
+from tests.support.html import post_login, soup
 
 HTMX = {"HX-Request": "true"}
 
@@ -21,7 +21,7 @@ def trained(fragment: BeautifulSoup) -> str:
 @pytest.fixture
 def browser(client, alice: Account, tiny_model: str):
     client.cookies.clear()
-    client.post("/login", data={"token": alice.token})
+    post_login(client, {"token": alice.token})
     yield soup(client.get("/")).select_one('meta[name="csrf-token"]')["content"]
     client.cookies.clear()
 

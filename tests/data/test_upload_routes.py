@@ -9,6 +9,7 @@ from bs4 import BeautifulSoup
 
 from tests.conftest import Account
 from tests.support.datasets import all_rows, jsonl
+from tests.support.html import post_login
 
 
 def _records(n: int) -> bytes:
@@ -39,7 +40,7 @@ def test_an_oversized_upload_is_refused_with_413(alice: Account, monkeypatch) ->
 @pytest.fixture
 def csrf(client, alice: Account):
     client.cookies.clear()
-    client.post("/login", data={"token": alice.token})
+    post_login(client, {"token": alice.token})
     page = BeautifulSoup(client.get("/").text, "html.parser")
     yield page.select_one('meta[name="csrf-token"]')["content"]
     client.cookies.clear()

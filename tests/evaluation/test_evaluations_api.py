@@ -11,6 +11,7 @@ from app.models import Evaluation, JobStatus
 from tests.conftest import Account
 from tests.support.datasets import PAIRS, SFT_ROWS, upload_rows
 from tests.support.evaluation import PROMPTS_WITHOUT_REFERENCE, TEXT_ROWS, fake_run
+from tests.support.html import post_login
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +162,7 @@ def test_the_runs_table_ranks_checkpoints_by_a_metric(client, alice: Account, da
 
     # The job page's panel marks the best row and offers an Evaluate form per checkpoint.
     client.cookies.clear()
-    client.post("/login", data={"token": alice.token})
+    post_login(client, {"token": alice.token})
     try:
         job_page = BeautifulSoup(client.get(f"/jobs/{data['job']}").text, "html.parser")
         assert job_page.select_one("#job-evaluations")["hx-get"] == url.removeprefix("/api")
@@ -192,7 +193,7 @@ def test_the_evaluate_form_queues_an_evaluation_and_refuses_with_a_reason(
     client, alice: Account, data: dict
 ) -> None:
     client.cookies.clear()
-    client.post("/login", data={"token": alice.token})
+    post_login(client, {"token": alice.token})
     csrf = BeautifulSoup(client.get("/").text, "html.parser").select_one('meta[name="csrf-token"]')[
         "content"
     ]

@@ -23,6 +23,7 @@ from app.settings import get_settings
 from tests.conftest import Account, wait_for_job
 from tests.exports.test_gguf import TOLERANCE
 from tests.support.exports import extract, next_token_logits
+from tests.support.html import post_login
 from tests.support.jobs import wait_for_export
 
 pytestmark = pytest.mark.worker
@@ -210,7 +211,7 @@ def test_job_page_lists_every_export_with_size_sha256_and_link(
     client, alice: Account, exports: dict[str, dict], trained: dict
 ) -> None:
     client.cookies.clear()
-    client.post("/login", data={"token": alice.token})
+    post_login(client, {"token": alice.token})
     page = BeautifulSoup(client.get(f"/jobs/{trained['job']['id']}").text, "html.parser")
     client.cookies.clear()
     for export in exports.values():

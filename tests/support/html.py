@@ -12,10 +12,16 @@ def soup(response) -> BeautifulSoup:
     return BeautifulSoup(response.text, "html.parser")
 
 
+def post_login(client, data: dict, **kwargs):
+    """Submit the login form as a browser does: open the page, send its CSRF token back."""
+    form = soup(client.get("/login")).select_one("#login-form input[name=csrf_token]")
+    return client.post("/login", data={"csrf_token": form["value"], **data}, **kwargs)
+
+
 def log_in(client, account: Account) -> str:
     """Log the shared test client in through the form; returns the page's CSRF token."""
     client.cookies.clear()
-    response = client.post("/login", data={"token": account.token}, follow_redirects=False)
+    response = post_login(client, {"token": account.token}, follow_redirects=False)
     assert response.status_code == 303, response.text
     return soup(client.get("/")).select_one('meta[name="csrf-token"]')["content"]
 

@@ -12,6 +12,7 @@ from app.methods import METHODS, get_method
 from app.presets import PRESETS, preset_values
 from app.spec import TrainingSpec
 from tests.conftest import Account
+from tests.support.html import post_login
 from worker.training.adapters import peft_config, quantization_config
 from worker.training.mapping import method_config
 
@@ -122,7 +123,7 @@ def test_api_lists_presets_and_each_estimates(client, alice: Account, tiny_model
 
 def test_form_fills_in_the_chosen_preset(client, alice: Account) -> None:
     client.cookies.clear()
-    client.post("/login", data={"token": alice.token})
+    post_login(client, {"token": alice.token})
     page = BeautifulSoup(client.get("/jobs/new?preset=full").text, "html.parser")
     client.cookies.clear()
     form = page.select_one("#job-form")

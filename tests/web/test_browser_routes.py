@@ -9,13 +9,14 @@ import pytest
 from bs4 import BeautifulSoup
 
 from tests.conftest import Account
+from tests.support.html import post_login
 
 
 @pytest.fixture
 def browser(client, alice: Account) -> Iterator[str]:
     """The test client logged in as alice; yields the CSRF token."""
     client.cookies.clear()
-    client.post("/login", data={"token": alice.token})
+    post_login(client, {"token": alice.token})
     page = BeautifulSoup(client.get("/").text, "html.parser")
     yield page.select_one('meta[name="csrf-token"]')["content"]
     client.cookies.clear()

@@ -11,6 +11,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from tests.conftest import Account
+from tests.support.html import post_login
 
 H100 = "NVIDIA H100 80GB HBM3"
 H100_BYTES = 85_045_395_456
@@ -141,7 +142,7 @@ def test_a_clean_shutdown_is_offline_at_once(client, alice: Account) -> None:
 @pytest.fixture
 def as_alice(client, alice: Account) -> Iterator:
     client.cookies.clear()
-    response = client.post("/login", data={"token": alice.token}, follow_redirects=False)
+    response = post_login(client, {"token": alice.token}, follow_redirects=False)
     assert response.status_code == 303
     yield client
     client.cookies.clear()

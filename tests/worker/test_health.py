@@ -41,6 +41,7 @@ from tests.support.health import (
     spike_job,
     spike_rows,
 )
+from tests.support.html import post_login
 from tests.support.jobs import submit_job
 
 pytestmark = pytest.mark.worker
@@ -215,7 +216,7 @@ def test_early_stopping_needs_an_eval_dataset(client, alice: Account, tiny_model
 @pytest.fixture
 def as_alice(client, alice: Account) -> Iterator:
     client.cookies.clear()
-    response = client.post("/login", data={"token": alice.token}, follow_redirects=False)
+    response = post_login(client, {"token": alice.token}, follow_redirects=False)
     assert response.status_code == 303
     yield client
     client.cookies.clear()

@@ -37,7 +37,15 @@ class RowError(Exception):
 class ImportRefused(Exception):
     """The file cannot be imported; nothing was stored."""
 
+    status_code = 422
+
     def __init__(self, detail: str, errors: list[RowError] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
+
+
+class UploadTooLarge(ImportRefused):
+    """The file inflates past a size limit: refused as soon as it does (413)."""
+
+    status_code = 413

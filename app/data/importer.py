@@ -3,7 +3,9 @@
 By default a file with any invalid record is refused and nothing is stored (the caller rolls
 the transaction back); with ``skip_invalid`` the good rows are kept and the bad ones counted.
 Memory stays bounded by one batch of rows plus one decoded chunk of the file, whatever its
-size; errors keep the first 100 and count the rest.
+size; errors keep the first 100 and count the rest. ``UploadLimits`` (from the settings unless
+given) bound the content read, the records and the size of one row: a file crossing one is
+refused there and then.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from typing import Any, BinaryIO
 
 from sqlalchemy.orm import Session
 
+from app.data.canonical import canonical_json
 from app.data.detection import Plan, check_choices, make_plan
 from app.data.errors import ImportRefused, Problem, RowError
 from app.data.mapping import Mapping, parse_mapping
 from app.data.reading import FileInfo, file_type, is_gzip, iter_records
 from app.data.records import Record
 from app.data.rows import RowWriter
-from app.data.uploads import stored_upload
+from app.data.uploads import UploadLimits, size_text, stored_upload, too_many_records
 from app.models import Dataset, User
 
 MAX_LISTED_ERRORS = 100
@@ -65,9 +68,14 @@ def import_dataset(
     source: BinaryIO | bytes,
     uploads_dir: Path,
     options: ImportOptions | None = None,
+    limits: UploadLimits | None = None,
 ) -> ImportResult:
-    """Store the file's rows as a new dataset in the session's transaction; raises ImportRefused."""
+    """Store the file's rows as a new dataset in the session's transaction; raises ImportRefused.
+
+    ``limits``: None reads them from the settings.
+    """
     options = options or ImportOptions()
+    limits = limits or UploadLimits.configured()
     check_choices(options.kind, options.format)
     mapping = parse_mapping(options.mapping, options.kind)
     info = FileInfo(file_type(filename), compressed=False)
@@ -78,8 +86,8 @@ def import_dataset(
         info.compressed = is_gzip(upload.path)
         dataset = _new_dataset(session, owner, filename, options, upload.sha256)
         writer = RowWriter(session, dataset.id)
-        with closing(iter_records(upload.path, info, options.encoding)) as records:
-            plan, errors = _convert_all(records, options, mapping, writer)
+        with closing(iter_records(upload.path, info, options.encoding, limits)) as records:
+            plan, errors = _convert_all(records, options, mapping, writer, limits)
         _finish(dataset, plan, info, writer, errors, options)
     return ImportResult(dataset, errors.count, errors.listed)
 
@@ -110,10 +118,13 @@ def _convert_all(
     options: ImportOptions,
     mapping: Mapping | None,
     writer: RowWriter,
+    limits: UploadLimits,
 ) -> tuple[Plan | None, ErrorLog]:
     errors = ErrorLog()
     plan: Plan | None = None
-    for item in records:
+    for count, item in enumerate(records, 1):
+        if count > limits.max_rows:
+            raise too_many_records(item.line, limits.max_rows)
         if isinstance(item, RowError):
             errors.add(item)
             continue
@@ -123,21 +134,49 @@ def _convert_all(
         if plan is None:
             plan = make_plan(item.value, item.line, options.kind, options.format, mapping)
         try:
-            text = plan.fast_json(item.value)
-            row = plan.convert(item.value) if text is None else None
+            text = _row_text(plan, item.value, limits.max_row_bytes)
         except Problem as problem:
             errors.add(plan.row_error(item.line, problem))
             continue
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             errors.add(RowError(item.line, f"malformed record ({exc})"))
             continue
+        except RecursionError:
+            errors.add(RowError(item.line, "malformed record (nested too deeply)"))
+            continue
         if errors.count == 0 or options.skip_invalid:
-            if text is not None:
-                writer.add_json(text)
-            else:
-                writer.add(row)  # type: ignore[arg-type]
+            writer.add_json(text)
     writer.flush()
     return plan, errors
+
+
+def _row_text(plan: Plan, record: dict[str, Any], max_bytes: int) -> str:
+    """The record's row as its canonical JSON, checked to be storable; raises Problem."""
+    text = plan.fast_json(record)
+    if text is None:
+        text = canonical_json(plan.convert(record))
+    _check_storable(text, max_bytes)
+    return text
+
+
+def _check_storable(text: str, max_bytes: int) -> None:
+    """UTF-8 encodable (the standard library's JSON decoder lets ``"\\ud800"`` through as a
+    lone surrogate, which no encoding stores) and within the row size limit."""
+    if text.isascii():  # O(1): CPython keeps the flag
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError as exc:
+            code = ord(text[exc.start])
+            raise Problem(
+                f"the text holds a lone surrogate (\\u{code:04x}), which is not valid Unicode"
+            ) from None
+    if size > max_bytes:
+        raise Problem(
+            f"the row is {size:,} bytes, over the limit of {size_text(max_bytes)} for one row "
+            "(FTSTUDIO_MAX_ROW_BYTES)"
+        )
 
 
 def _finish(

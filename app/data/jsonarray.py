@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from app.data.errors import ImportRefused, RowError
-from app.data.records import Record, bad_json, decode_json
+from app.data.records import NESTED_TOO_DEEPLY, Record, bad_json, decode_json
 
 # A complete JSON string (unrolled loop: fast on long strings; JSON strings never hold a raw
 # newline), or a lone quote (a string cut off by the end of the buffer, or unterminated), or a
@@ -160,6 +160,8 @@ def _parse(text: str, line: int) -> Record | RowError:
         return bad_json(line + exc.lineno - 1, exc, column=exc.lineno > 1)
     except ValueError as exc:
         return RowError(line, f"bad JSON: {exc}")
+    except RecursionError:
+        return RowError(line, NESTED_TOO_DEEPLY)
 
 
 def _unclosed(line: int) -> ImportRefused:

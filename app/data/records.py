@@ -11,6 +11,8 @@ import orjson
 from app.data.errors import ImportRefused, RowError
 
 MAX_LINE_CHARS = 64 * 1024 * 1024
+# The standard library's decoder recurses once a level: past about 1,000 it gives up.
+NESTED_TOO_DEEPLY = "bad JSON: arrays or objects nested too deeply (about 1,000 levels at most)"
 
 
 class Record(NamedTuple):  # a tuple: the cheapest object to make a million of
@@ -102,6 +104,8 @@ def iter_jsonl(lines: Iterable[tuple[int, str]]) -> Iterator[Record | RowError]:
             yield bad_json(number, exc)
         except ValueError as exc:
             yield RowError(number, f"bad JSON: {exc}")
+        except RecursionError:
+            yield RowError(number, NESTED_TOO_DEEPLY)
 
 
 def iter_text_lines(lines: Iterable[tuple[int, str]]) -> Iterator[Record]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from app.data.errors import ImportRefused, RowError
+from app.data.errors import ImportRefused, RowError, UploadTooLarge
 from app.data.records import MAX_LINE_CHARS, Record
+from app.data.uploads import UploadLimits, size_text, too_many_records
 
 PARQUET_BATCH_ROWS = 1024
 
@@ -62,7 +64,7 @@ def _header(cells: list[str], line: int) -> list[str]:
     return header
 
 
-def iter_parquet(path: Path) -> Iterator[Record]:
+def iter_parquet(path: Path, limits: UploadLimits | None = None) -> Iterator[Record]:
     """One record per row; ``line`` is the 1-based row number."""
     import pyarrow as pa  # imported here: only Parquet uploads pay for it
     import pyarrow.parquet as pq
@@ -71,6 +73,7 @@ def iter_parquet(path: Path) -> Iterator[Record]:
         table = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise ImportRefused(f"not a readable Parquet file: {exc}") from exc
+    _check_parquet_size(table.metadata, limits or UploadLimits())
     row = 0
     try:
         for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS):
@@ -80,3 +83,16 @@ def iter_parquet(path: Path) -> Iterator[Record]:
                 yield Record(row, dict(zip(names, values, strict=True)))
     except (pa.ArrowException, OSError) as exc:
         raise ImportRefused(f"the Parquet file is damaged after row {row}: {exc}") from exc
+
+
+def _check_parquet_size(metadata: Any, limits: UploadLimits) -> None:
+    """Refuse from the footer, before a row is read: too many rows, or column data that
+    decompresses past the content limit."""
+    if metadata.num_rows > limits.max_rows:
+        raise too_many_records(limits.max_rows + 1, limits.max_rows)
+    groups = (metadata.row_group(i) for i in range(metadata.num_row_groups))
+    if sum(group.total_byte_size for group in groups) > limits.max_inflated_bytes:
+        raise UploadTooLarge(
+            f"the Parquet data decompresses to more than {size_text(limits.max_inflated_bytes)}"
+            ", the limit for an upload's content (FTSTUDIO_MAX_INFLATED_BYTES); nothing was stored"
+        )

@@ -86,11 +86,12 @@ def invalid_fields(errors: Iterable[dict[str, Any]]) -> JSONResponse:
 
 
 def import_refused(exc: ImportRefused) -> JSONResponse:
-    """A refused upload: one error per bad line, or the file itself when no line is to blame."""
+    """A refused upload: one error per bad line, or the file itself when no line is to blame.
+    422, or the refusal's own status (413: the content inflates past a limit)."""
     errors: list[dict[str, Any]] = [e.as_dict() for e in exc.errors]
     if not errors:
         errors = [{"loc": ["body", "file"], "message": exc.detail}]
-    return JSONResponse({"detail": exc.detail, "errors": errors}, status_code=422)
+    return JSONResponse({"detail": exc.detail, "errors": errors}, status_code=exc.status_code)
 
 
 def error_page(request: Request, status_code: int, message: str) -> Response:

@@ -78,7 +78,7 @@ def upload_dataset(
             "refused": exc,
             **form,  # what was sent, so the form shows it again
         }
-        return render(request, "datasets.html", context, status_code=422)
+        return render(request, "datasets.html", context, status_code=exc.status_code)
     session.commit()
     return RedirectResponse(f"/datasets/{result.dataset.id}", status_code=303)
 

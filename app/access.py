@@ -8,6 +8,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app.models import (
+    DATASET_IMPORTING,
     Checkpoint,
     Comparison,
     Dataset,
@@ -30,7 +31,10 @@ T = TypeVar("T", Dataset, Job, Export, Evaluation, Comparison, Generation)
 
 
 def owned(model: type[T], user: User) -> Select[tuple[T]]:
-    return select(model).where(model.owner_id == user.id)
+    query = select(model).where(model.owner_id == user.id)
+    if model is Dataset:  # an import in progress is not a dataset yet
+        query = query.where(Dataset.status != DATASET_IMPORTING)
+    return query
 
 
 def get_owned(session: Session, model: type[T], object_id: int, user: User) -> T:

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from app.settings import Settings, get_settings
@@ -24,7 +25,7 @@ def web_threads(settings: Settings) -> int:
     return settings.web_threads or 40
 
 
-def _make_engine(url: str, pool_size: int = 5) -> Engine:
+def _make_engine(url: str, pool_size: int = 5, busy_timeout: float = 30.0) -> Engine:
     # A web request holds its session's connection from the auth dependency to its response,
     # across its hops between threads, so the pool bounds requests in flight, not threads: a
     # pool as small as the thread pool deadlocks under load (threads waiting for connections
@@ -42,7 +43,7 @@ def _make_engine(url: str, pool_size: int = 5) -> Engine:
         # Pooled connections move between threads (one per request, never shared at once),
         # hence check_same_thread=False.
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout}, **pool
         )
 
         @event.listens_for(engine, "connect")
@@ -51,7 +52,7 @@ def _make_engine(url: str, pool_size: int = 5) -> Engine:
             # WAL lets the web process read while the training process writes metrics.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cursor.close()
 
         return engine
@@ -63,7 +64,11 @@ def _make_engine(url: str, pool_size: int = 5) -> Engine:
 def get_engine() -> Engine:
     settings = get_settings()
     settings.ensure_dirs()
-    return _make_engine(settings.sqlalchemy_url, pool_size=web_threads(settings))
+    return _make_engine(
+        settings.sqlalchemy_url,
+        pool_size=web_threads(settings),
+        busy_timeout=settings.database_busy_timeout,
+    )
 
 
 @lru_cache
@@ -83,3 +88,28 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# SQLite's "try again" errors; any other OperationalError of SQLite (no such table, a
+# malformed file...) is a fault, not a busy database.
+_SQLITE_BUSY = ("database is locked", "database is busy", "database table is locked")
+RETRY_AFTER_SECONDS = 5
+
+
+def database_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is briefly unavailable (locked, restarting, out of
+    pooled connections, connection lost) rather than a fault: the caller should try again."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa_exc.OperationalError):
+        return False
+    module = type(exc.orig).__module__
+    if module.startswith("sqlite3"):
+        return any(text in str(exc.orig).lower() for text in _SQLITE_BUSY)
+    # Postgres' OperationalErrors are the server's state, not the query: connection refused
+    # or lost, an administrator's shutdown, the server still starting.
+    return True

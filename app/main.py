@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +14,8 @@ from sqlalchemy import text
 from starlette.middleware.sessions import SessionMiddleware
 
 from app import broker
-from app.db import get_engine, web_threads
+from app.data.staging import remove_abandoned_imports
+from app.db import get_engine, session_scope, web_threads
 from app.logins import LoginThrottle
 from app.paths import STATIC_DIR
 from app.settings import get_settings
@@ -31,6 +33,8 @@ from app.web import (
 )
 from app.web.middleware import RequestLimits, SecurityHeaders
 
+log = logging.getLogger(__name__)
+
 
 def create_app() -> FastAPI:
     settings = get_settings()
@@ -42,6 +46,7 @@ def create_app() -> FastAPI:
         # Blocking handlers run in anyio's default thread pool: FTSTUDIO_WEB_THREADS of them
         # (0: anyio's 40), the same number as the database pool (app.db.web_threads).
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        await anyio.to_thread.run_sync(_remove_abandoned_imports)
         yield
 
     # The schema is served behind auth at /api/openapi.json; no public docs routes.
@@ -97,6 +102,15 @@ def create_app() -> FastAPI:
         )
 
     return app
+
+
+def _remove_abandoned_imports() -> None:
+    """Imports a crashed web process left half-written (their heartbeat stopped)."""
+    try:
+        with session_scope() as session:
+            remove_abandoned_imports(session)
+    except Exception:  # a database not migrated yet, or down: the next import retries
+        log.warning("could not look for abandoned imports", exc_info=True)
 
 
 def _database_ok() -> bool:

@@ -102,6 +102,10 @@ class BaseModel(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+DATASET_IMPORTING = "importing"
+DATASET_READY = "ready"
+
+
 class Dataset(Base):
     __tablename__ = "datasets"
 
@@ -111,7 +115,9 @@ class Dataset(Base):
     kind: Mapped[str] = mapped_column(String(20))
     format: Mapped[str] = mapped_column(String(40))
     num_rows: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(20), default="ready")
+    # DATASET_IMPORTING while an import writes its rows (hidden from every listing and lookup),
+    # then DATASET_READY (app.data.importer).
+    status: Mapped[str] = mapped_column(String(20), default=DATASET_READY)
     source_filename: Mapped[str] = mapped_column(String(255), default="")
     sha256: Mapped[str] = mapped_column(String(64), default="", doc="sha256 of the uploaded file")
     # Versions: a governance operation (dedup, split, filter...) makes a new immutable dataset
@@ -129,6 +135,10 @@ class Dataset(Base):
     mapping: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True),
+        doc="written by an import in progress as it goes; a stale one is an abandoned import",
+    )
 
 
 class DatasetRow(Base):

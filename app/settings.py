@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         description="Worker threads for the web process's blocking handlers, and its database "
         "pool size (0: anyio's default, 40).",
     )
+    database_busy_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds a write waits for SQLite's write lock before the request is "
+        "answered 503 with Retry-After (the embedded database).",
+    )
     models_dir: Path | None = Field(default=None, description="Default: data_dir/models.")
     heartbeat_seconds: float = 5.0
     device_memory_bytes: int = Field(

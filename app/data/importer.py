@@ -1,11 +1,12 @@
 """Import an uploaded file as a dataset, streaming: rows are validated and inserted in batches.
 
-By default a file with any invalid record is refused and nothing is stored (the caller rolls
-the transaction back); with ``skip_invalid`` the good rows are kept and the bad ones counted.
-Memory stays bounded by one batch of rows plus one decoded chunk of the file, whatever its
-size; errors keep the first 100 and count the rest. ``UploadLimits`` (from the settings unless
-given) bound the content read, the records and the size of one row: a file crossing one is
-refused there and then.
+Rows are committed batch by batch into a dataset hidden until the import ends
+(``app.data.staging``): no import holds the database for its length. By default a file with
+any invalid record is refused and nothing is stored (what was written is deleted); with
+``skip_invalid`` the good rows are kept and the bad ones counted. Memory stays bounded by one
+batch of rows plus one decoded chunk of the file, whatever its size; errors keep the first
+100 and count the rest. ``UploadLimits`` (from the settings unless given) bound the content
+read, the records and the size of one row: a file crossing one is refused there and then.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from app.data.mapping import Mapping, parse_mapping
 from app.data.reading import FileInfo, file_type, is_gzip, iter_records
 from app.data.records import Record
 from app.data.rows import RowWriter
+from app.data.staging import StagedDataset, remove_abandoned_imports
 from app.data.uploads import UploadLimits, size_text, stored_upload, too_many_records
 from app.models import Dataset, User
 
@@ -70,9 +72,10 @@ def import_dataset(
     options: ImportOptions | None = None,
     limits: UploadLimits | None = None,
 ) -> ImportResult:
-    """Store the file's rows as a new dataset in the session's transaction; raises ImportRefused.
+    """Store the file's rows as a new dataset, committed; raises ImportRefused.
 
-    ``limits``: None reads them from the settings.
+    The session is committed batch by batch (and rolled back and cleaned up on failure): give
+    it nothing else pending. ``limits``: None reads them from the settings.
     """
     options = options or ImportOptions()
     limits = limits or UploadLimits.configured()
@@ -84,17 +87,21 @@ def import_dataset(
         stream.seek(0)
     with stored_upload(stream, uploads_dir) as upload:
         info.compressed = is_gzip(upload.path)
-        dataset = _new_dataset(session, owner, filename, options, upload.sha256)
-        writer = RowWriter(session, dataset.id)
-        with closing(iter_records(upload.path, info, options.encoding, limits)) as records:
-            plan, errors = _convert_all(records, options, mapping, writer, limits)
-        _finish(dataset, plan, info, writer, errors, options)
-    return ImportResult(dataset, errors.count, errors.listed)
+        remove_abandoned_imports(session)
+        staged = StagedDataset.start(session, _new_dataset(owner, filename, options, upload.sha256))
+        try:
+            writer = RowWriter(session, staged.dataset_id, after_flush=staged.commit_batch)
+            with closing(iter_records(upload.path, info, options.encoding, limits)) as records:
+                plan, errors = _convert_all(records, options, mapping, writer, limits, staged)
+            _finish(staged.dataset, plan, info, writer, errors, options)
+            staged.publish()
+        except BaseException:
+            staged.discard()
+            raise
+    return ImportResult(staged.dataset, errors.count, errors.listed)
 
 
-def _new_dataset(
-    session: Session, owner: User, filename: str, options: ImportOptions, sha256: str
-) -> Dataset:
+def _new_dataset(owner: User, filename: str, options: ImportOptions, sha256: str) -> Dataset:
     base = Path(filename).name
     for suffix in (".gz", ".gzip"):
         base = base.removesuffix(suffix)
@@ -108,8 +115,6 @@ def _new_dataset(
         sha256=sha256,
         mapping=options.mapping,
     )
-    session.add(dataset)
-    session.flush()
     return dataset
 
 
@@ -119,10 +124,12 @@ def _convert_all(
     mapping: Mapping | None,
     writer: RowWriter,
     limits: UploadLimits,
+    staged: StagedDataset,
 ) -> tuple[Plan | None, ErrorLog]:
     errors = ErrorLog()
     plan: Plan | None = None
     for count, item in enumerate(records, 1):
+        staged.keep_alive()
         if count > limits.max_rows:
             raise too_many_records(item.line, limits.max_rows)
         if isinstance(item, RowError):

@@ -71,8 +71,15 @@ class RowWriter:
     reading the rows back.
     """
 
-    def __init__(self, session: Session, dataset_id: int, batch_rows: int = BATCH_ROWS) -> None:
+    def __init__(
+        self,
+        session: Session,
+        dataset_id: int,
+        batch_rows: int = BATCH_ROWS,
+        after_flush: Callable[[], None] | None = None,
+    ) -> None:
         self.session = session
+        self.after_flush = after_flush  # e.g. commit each batch (app.data.staging)
         self.dataset_id = dataset_id
         self.count = 0
         self.batch_rows = batch_rows
@@ -104,6 +111,8 @@ class RowWriter:
         finally:
             cursor.close()
         self._batch = []
+        if self.after_flush is not None:
+            self.after_flush()
 
     def hexdigest(self) -> str:
         """The content hash of the rows flushed so far (rows are hashed as they are stored)."""

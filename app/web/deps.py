@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from app.auth import browser_session_user, note_token_use, token_lookup
-from app.db import session_scope
+from app.db import database_busy, session_scope
 from app.models import User
 from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -71,8 +76,14 @@ def _bearer_user(session: Session, token: str) -> User | None:
         return None
     user, due = found
     if due is not None:
-        with session_scope() as auth_session:
-            note_token_use(auth_session, due)
+        try:
+            with session_scope() as auth_session:
+                note_token_use(auth_session, due)
+        except (DBAPIError, PoolTimeout) as exc:
+            if not database_busy(exc):
+                raise
+            # A read never fails for want of its bookkeeping: the next use records it.
+            log.info("token %s: last use not recorded, the database is busy", due)
     return user
 
 

@@ -27,10 +27,13 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.access import NotFound
 from app.data.errors import ImportRefused
+from app.db import RETRY_AFTER_SECONDS, database_busy
 from app.web.deps import LoginRequired
 from app.web.rendering import is_htmx, render, templates
 
@@ -103,11 +106,29 @@ def error_page(request: Request, status_code: int, message: str) -> Response:
 def upload_refused(request: Request, status_code: int, message: str) -> Response:
     """An upload refused before it is read (no Content-Length, too large): JSON for the API, a
     page for the browser. Called from a middleware, outside the session: the page has no user."""
+    return _bare_error(request, status_code, "Upload refused", message)
+
+
+def _bare_error(
+    request: Request, status_code: int, title: str, message: str, headers: dict | None = None
+) -> Response:
+    """JSON for the API, a page without a user for the browser (no database needed)."""
     if is_api(request):
-        return JSONResponse({"detail": message}, status_code=status_code)
-    context = {"status_code": status_code, "title": "Upload refused", "message": message}
+        return JSONResponse({"detail": message}, status_code=status_code, headers=headers)
+    context = {"status_code": status_code, "title": title, "message": message}
     html = templates.env.get_template("error.html").render(context)
-    return HTMLResponse(html, status_code=status_code)
+    return HTMLResponse(html, status_code=status_code, headers=headers)
+
+
+def database_unavailable(request: Request) -> Response:
+    """503 with Retry-After: the database is locked, restarting or out of connections."""
+    return _bare_error(
+        request,
+        503,
+        "Busy",
+        f"the database is busy or restarting; try again in {RETRY_AFTER_SECONDS} seconds",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -140,6 +161,13 @@ def install(app: FastAPI) -> None:
         if is_api(request):
             return JSONResponse({"detail": str(exc)}, status_code=404)
         return render(request, "not_found.html", {"what": exc.what}, status_code=404)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def database_error(request: Request, exc: Exception) -> Response:
+        if database_busy(exc):
+            return database_unavailable(request)
+        raise exc  # a fault: the server's 500, with its traceback in the log
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:

@@ -7,19 +7,21 @@ Templates come from model directories and from users, so every render is bounded
 - Jinja's immutable sandbox: no attributes starting with ``_`` (no ``__globals__``,
   ``__subclasses__``, also through ``|attr``), no mutation of what the template is given;
 - time: a per-render deadline checked on every call and every line of template code, so
-  nested loops and runaway recursion stop (``RenderLimitExceeded``);
-- memory: operators, string methods and filters that multiply sizes (``*``, ``**``, ``+``,
-  ``~``, ``%``, ``format``, ``center``, ``replace``, ``join``...) refuse results beyond the output
-  cap before building them, and the output itself is capped.
+  nested loops and runaway recursion stop (``RenderLimitExceeded``), and a cap on loop iterations;
+- memory: every operator, filter, method call, slice and join that builds a value is sized from
+  its operands before it runs (``sandbox_limits``), refused past the per-value limit, and charged
+  to a per-render budget of what is still alive; the output itself is capped.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -31,108 +33,114 @@ from jinja2 import TemplateError as JinjaTemplateError
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.ext import Extension, loopcontrols
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.runtime import Context, LoopContext, markup_join, str_join
+from jinja2.sandbox import (
+    ImmutableSandboxedEnvironment,
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+    SecurityError,
+)
+from jinja2.utils import _PassArg, generate_lorem_ipsum, pass_eval_context
+from markupsafe import Markup, escape
+
+from app.chat import sandbox_limits as limits
+
+# the errors live with the size guards, which raise them; they are imported from here
+from app.chat.sandbox_limits import RenderLimitExceeded, TemplateError
 
 MAX_TEMPLATE_CHARS = 100_000
-MAX_OUTPUT_CHARS = 4_000_000
+MAX_OUTPUT_CHARS = limits.MAX_VALUE_CHARS
 RENDER_SECONDS = 2.0
 TEMPLATE_FILENAME = "<chat-template>"
-_FORMAT_NUMBER = re.compile(r"\d+")
 
 
-class TemplateError(ValueError):
-    """The template does not compile, raised an exception, or broke a limit."""
-
-
-class RenderLimitExceeded(TemplateError):
-    """The template ran too long, recursed too deep or tried to build too much text."""
-
-
-def _raise_exception(message: str) -> NoReturn:
+def _raise_exception(message: Any) -> NoReturn:
+    limits.text_cost("raise_exception()", limits.text_size(message))
     raise TemplateError(str(message))
 
 
-def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent, sort_keys=False)
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | str | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    """transformers' ``tojson``: ``json.dumps`` with its options, non-ASCII kept by default."""
+    what = "the tojson filter"
+    chars = limits.literal_size(value, ascii_only=ensure_ascii)
+    cost = limits.text_cost(what, chars, 1 if ensure_ascii else 4)
+    options = {"ensure_ascii": ensure_ascii, "indent": indent, "separators": separators}
+    if indent is None and separators is None:
+        return limits.built(what, cost, lambda: json.dumps(value, sort_keys=sort_keys, **options))
+    # indentation and separators can make it far longer than the value: stream it, capped;
+    # json builds each level's indentation whole, so that must fit at the deepest level
+    indent_chars = len(indent) if isinstance(indent, str) else limits.as_int(indent) or 0
+    limits.text_cost(what, indent_chars * limits.MAX_NESTING)
+    encoder = json.JSONEncoder(sort_keys=sort_keys, **options)
+    return limits.built(what, cost, lambda: limits.capped_join(encoder.iterencode(value), what))
 
 
 def _strftime_now(fmt: str) -> str:
+    if isinstance(fmt, str):
+        limits.text_cost("strftime_now()", len(fmt) + 64 * fmt.count("%"))
     return datetime.now().strftime(fmt)
 
 
-# -- size guards -------------------------------------------------------------------------------
+@wraps(generate_lorem_ipsum)
+def _lipsum(*args: Any, **kwargs: Any) -> str:
+    cost = limits.lipsum_cost(*args, **kwargs)
+    return limits.built("lipsum()", cost, lambda: generate_lorem_ipsum(*args, **kwargs))
 
 
-def _weight(value: Any) -> int:
-    """How many characters ``value`` becomes when rendered or joined (roughly, from above)."""
-    if isinstance(value, str | bytes):
-        return len(value)
-    if isinstance(value, list | tuple):
-        return sum(_weight(item) + 2 for item in value)
-    return 24
+# -- filters -------------------------------------------------------------------------------------
 
-
-def _refuse_if_too_big(size: int, what: str) -> None:
-    if size > MAX_OUTPUT_CHARS:
-        raise RenderLimitExceeded(f"{what} would exceed {MAX_OUTPUT_CHARS} characters")
-
-
-def _refuse_big_numbers(args: tuple, kwargs: dict, what: str) -> None:
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_OUTPUT_CHARS:
-            raise RenderLimitExceeded(f"{what}: the number {value} is beyond the sandbox's limits")
-
-
-def _refuse_wide_format(fmt: Any) -> None:
-    if isinstance(fmt, str) and any(int(n) > 10_000 for n in _FORMAT_NUMBER.findall(fmt)):
-        raise RenderLimitExceeded("a format width or precision beyond 10000 is refused")
-
-
-def _checked_binop(operator: str, left: Any, right: Any) -> None:
-    if operator == "*":
-        for seq, times in ((left, right), (right, left)):
-            if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                _refuse_if_too_big(_weight(seq) * max(times, 0), "repeating a value")
-    elif operator == "+" and isinstance(left, str | list | tuple):
-        _refuse_if_too_big(_weight(left) + _weight(right), "joining values")
-    elif operator == "**" and isinstance(left, int) and isinstance(right, int):
-        if abs(left) > 1 and right * max(abs(left).bit_length(), 1) > 10_000:
-            raise RenderLimitExceeded("the power is too large")
-    elif operator == "%":
-        _refuse_wide_format(left)
+_PASS_ARG_NAMES = ("context", "eval_ctx", "environment", "env")
+_PLAIN_PARAMETERS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def _guard_filter(name: str, function: Callable) -> Callable:
-    """A filter that refuses huge numeric arguments and results beyond the output cap."""
+    """``function`` with its size guard (see ``sandbox_limits.FILTER_GUARDS``) run on the bound
+    arguments first, and its result charged to the render's budget."""
+    guard = limits.FILTER_GUARDS.get(name)
+    pass_arg = _PassArg.from_obj(function)
+    parameters = list(inspect.signature(function).parameters.values())
+    if pass_arg is not None and parameters and parameters[0].name in _PASS_ARG_NAMES:
+        parameters = parameters[1:]
+    signature = inspect.Signature(parameters)
+    # most filters take plain parameters: bind those by hand, it is far cheaper than inspect's
+    plain_names = [p.name for p in parameters if p.kind in _PLAIN_PARAMETERS]
+    plain = len(plain_names) == len(parameters)
+    what = f"the {name} filter"
 
     @wraps(function)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        _refuse_big_numbers(args, kwargs, f"the {name} filter")
-        if name == "format" and args:
-            _refuse_wide_format(args[0])
-        if name == "replace" and len(args) >= 3:
-            _refuse_if_too_big(_weight(args[0]) * max(_weight(args[2]), 1), "replace")
-        if name == "join" and args:
-            _refuse_if_too_big(_weight(list(args[1])) if len(args) > 1 else 0, "join")
-        return function(*args, **kwargs)
+        lead, rest = (args[:1], args[1:]) if pass_arg is not None else ((), args)
+        cost = limits.OBJECT_BYTES
+        if guard is not None:
+            if (
+                plain
+                and len(rest) <= len(plain_names)
+                and kwargs.keys().isdisjoint(plain_names[: len(rest)])
+            ):
+                arguments = dict(zip(plain_names, rest, strict=False)) | kwargs
+                cost = guard(arguments, lead[0] if lead else None)
+                rest = tuple(arguments[key] for key in plain_names[: len(rest)])
+                kwargs = {key: arguments[key] for key in kwargs}
+            else:
+                try:
+                    bound = signature.bind(*rest, **kwargs)
+                except TypeError:
+                    return function(*args, **kwargs)  # it raises before running: nothing built
+                cost = guard(bound.arguments, lead[0] if lead else None)
+                rest, kwargs = bound.args, bound.kwargs
+        limits.reserve(cost, what)
+        result = limits.track(function(*lead, *rest, **kwargs), cost)
+        if name in limits.LIST_YIELDING_FILTERS and isinstance(result, Iterator):
+            return limits.tracked_lists(result, what)
+        return result
 
     return guarded
-
-
-def _check_str_method(method: Any, args: tuple, kwargs: dict) -> None:
-    """Size checks for the str methods a template calls (the sandbox wraps ``format``)."""
-    text = getattr(method, "__self__", None)
-    if not isinstance(text, str):
-        return
-    name = getattr(method, "__name__", "")
-    _refuse_big_numbers(args, kwargs, f"str.{name}")
-    if name in ("format", "format_map"):
-        _refuse_wide_format(text)
-    elif name == "replace" and len(args) >= 2:
-        _refuse_if_too_big(_weight(text) * max(_weight(args[1]), 1), "replace")
-    elif name == "join" and args:
-        _refuse_if_too_big(_weight(list(args[0])), "join")
 
 
 # -- time guard ----------------------------------------------------------------------------------
@@ -152,14 +160,18 @@ _deadline: ContextVar[_Deadline | None] = ContextVar("chat_template_deadline", d
 
 def _tracer(deadline: _Deadline) -> Callable:
     """A trace function that checks the deadline on every call, and on every line of template
-    code (loops without calls), so a hostile template cannot run forever."""
+    code (loops without calls), so a hostile template cannot run forever. It runs on every
+    Python call while rendering, so it does the check inline."""
+    monotonic = time.monotonic
 
     def on_line(frame: Any, event: str, arg: Any) -> Callable:
-        deadline.check()
+        if monotonic() > deadline.at:
+            deadline.check()
         return on_line
 
     def on_call(frame: Any, event: str, arg: Any) -> Callable | None:
-        deadline.check()
+        if monotonic() > deadline.at:
+            deadline.check()
         return on_line if frame.f_code.co_filename == TEMPLATE_FILENAME else None
 
     return on_call
@@ -187,6 +199,7 @@ class _Tracking:
 
     chunks: list[str] = field(default_factory=list)
     spans: list[tuple[int, int]] = field(default_factory=list)
+    size: int = 0
 
 
 _tracking: ContextVar[_Tracking | None] = ContextVar("chat_template_tracking", default=None)
@@ -208,7 +221,7 @@ class GenerationMarkers(Extension):
         text = caller()
         tracking = _tracking.get()
         if tracking is not None:
-            start = sum(len(chunk) for chunk in tracking.chunks)
+            start = tracking.size
             tracking.spans.append((start, start + len(text)))
         return text
 
@@ -216,36 +229,128 @@ class GenerationMarkers(Extension):
 # -- the environment -----------------------------------------------------------------------------
 
 
+def _environment_call(name: str, argument: nodes.Expr) -> nodes.Call:
+    """The node for ``environment.<name>(argument)``."""
+    call = nodes.Call(nodes.EnvironmentAttribute(name), [argument], [], None, None)
+    return call.set_lineno(argument.lineno)
+
+
 class _GuardedCodeGenerator(CodeGenerator):
-    """Routes ``a ~ b`` through the environment, where its size is checked before joining."""
+    """Routes the places compiled templates build values outside any call the sandbox sees
+    (``a ~ b``, ``f(*args)``, loops) through the environment, where they are sized first."""
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        # the same choice of join as Jinja's, made at run time by the environment
+        if frame.eval_ctx.volatile:
+            escaped = "context.eval_ctx.volatile"
+        else:
+            escaped = str(bool(frame.eval_ctx.autoescape))
         self.write("environment.guarded_concat((")
         for arg in node.nodes:
             self.visit(arg, frame)
             self.write(", ")
+        self.write(f"), {escaped})")
+
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        if not isinstance(node.arg, nodes.Slice):
+            return super().visit_Getitem(node, frame)
+        # Jinja writes x[a:b] straight into Python; size it first (and fail as Python would)
+        self.write("environment.guarded_slice(")
+        self.visit(node.node, frame)
+        self.write(", slice(")
+        for part in (node.arg.start, node.arg.stop, node.arg.step):
+            if part is None:
+                self.write("None")
+            else:
+                self.visit(part, frame)
+            self.write(", ")
         self.write("))")
+        return None
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        node.iter = _environment_call("counted_loop", node.iter)
+        super().visit_For(node, frame)
+
+    def signature(
+        self,
+        node: nodes.Call | nodes.Filter | nodes.Test,
+        frame: Frame,
+        extra_kwargs: Any = None,
+    ) -> None:
+        if node.dyn_args is not None:
+            node.dyn_args = _environment_call("guarded_star_args", node.dyn_args)
+        super().signature(node, frame, extra_kwargs)
+
+
+@pass_eval_context
+def _finalize(eval_ctx: Any, value: Any) -> Any:
+    """Every ``{{ value }}``: sized, then made text here, so the text is charged to the budget."""
+    if eval_ctx.autoescape:
+        cost = limits.output_cost(value, escaped=True)
+        return limits.built("the output of {{ }}", cost, lambda: escape(value))
+    if isinstance(value, str):
+        return value
+    cost = limits.output_cost(value, escaped=False)
+    return limits.built("the output of {{ }}", cost, lambda: str(value))
 
 
 class ChatTemplateSandbox(ImmutableSandboxedEnvironment):
     code_generator_class = _GuardedCodeGenerator
     intercepted_binops = frozenset({"*", "**", "+", "%"})
+    counted_loop = staticmethod(limits.CountedIterable)
+    guarded_star_args = staticmethod(limits.star_args)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        _checked_binop(operator, left, right)
-        return super().call_binop(context, operator, left, right)
+        cost = limits.binop_cost(operator, left, right)
+        operate = super().call_binop
+        what = f"the {operator} operator"
+        return limits.built(what, cost, lambda: operate(context, operator, left, right))
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         deadline = _deadline.get()
         if deadline is not None:
             deadline.check()
-        _check_str_method(getattr(__obj, "__wrapped__", __obj), args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        if isinstance(__obj, LoopContext) and args:  # loop(children) in a recursive loop
+            args = (limits.CountedIterable(args[0]), *args[1:])
+        target = _format_method(__obj)
+        formatter = None if target is None else __self._formatter(target.__self__)
+        target = target or __obj
+        cost, args = limits.call_cost(target, args, kwargs, formatter)
+        call = super().call
+        what = f"calling {getattr(target, '__qualname__', type(target).__name__)}"
+        return limits.built(what, cost, lambda: call(__context, __obj, *args, **kwargs))
+
+    def _formatter(self, text: Any) -> SandboxedFormatter:
+        if isinstance(text, Markup):
+            return SandboxedEscapeFormatter(self, escape=text.escape)
+        return SandboxedFormatter(self)
 
     @staticmethod
-    def guarded_concat(values: tuple) -> str:
-        _refuse_if_too_big(sum(_weight(str(v)) for v in values), "joining with ~")
-        return "".join(str(v) for v in values)
+    def guarded_slice(value: Any, index: slice) -> Any:
+        cost = limits.slice_cost(value, index)
+        if cost is None:
+            return value[index]
+        return limits.built("slicing", cost, lambda: value[index])
+
+    @staticmethod
+    def concat(pieces: Iterable[str]) -> str:  # type: ignore[override]
+        return limits.joined(pieces, "the text of a macro, block or {% set %} block")
+
+    @staticmethod
+    def guarded_concat(values: tuple, escaped: bool) -> str:
+        cost = limits.concat_cost(values, escaped=escaped)
+        join = markup_join if escaped else str_join
+        return limits.built("the ~ operator", cost, lambda: join(values))
+
+
+def _format_method(obj: Any) -> Any:
+    """The ``str.format`` behind the sandbox's safe wrapper of it, or None."""
+    wrapped = getattr(obj, "__wrapped__", None)
+    if isinstance(wrapped, types.BuiltinMethodType | types.MethodType) and isinstance(
+        getattr(wrapped, "__self__", None), str
+    ):
+        return wrapped
+    return None
 
 
 def _environment() -> ChatTemplateSandbox:
@@ -254,10 +359,14 @@ def _environment() -> ChatTemplateSandbox:
         lstrip_blocks=True,
         extensions=[loopcontrols, GenerationMarkers],
         autoescape=False,
+        finalize=_finalize,
     )
+    env.filters["tojson"] = _tojson
+    env.filters["pprint"] = limits.pformat
     for name, function in list(env.filters.items()):
         env.filters[name] = _guard_filter(name, function)
-    env.filters["tojson"] = _tojson
+    env.globals["range"] = limits.guarded_range
+    env.globals["lipsum"] = _lipsum
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     return env
@@ -272,7 +381,10 @@ def compile_template(source: str) -> Any:
     if len(source) > MAX_TEMPLATE_CHARS:
         raise TemplateError(f"the chat template is longer than {MAX_TEMPLATE_CHARS} characters")
     try:
-        code = _ENV.compile(source, filename=TEMPLATE_FILENAME)
+        # Jinja folds constant expressions while compiling (through the same guards); what it
+        # folds stays in the cached code, so it gets a small budget that never gives bytes back.
+        with limits.render_budget(limits.MAX_COMPILE_BYTES, reclaim=False):
+            code = _ENV.compile(source, filename=TEMPLATE_FILENAME)
         return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
     except JinjaTemplateError as exc:
         raise TemplateError(f"the chat template does not compile: {exc}") from exc
@@ -310,12 +422,14 @@ def render_with_spans(
     }
     tracking = _Tracking()
     token = _tracking.set(tracking)
-    size = 0
     try:
-        with _time_limit(seconds):
+        with _time_limit(seconds), limits.render_budget(limits.MAX_RENDER_BYTES):
             for chunk in template.generate(**context):
-                size += len(chunk)
-                _refuse_if_too_big(size, "the rendered text")
+                tracking.size += len(chunk)
+                if tracking.size > MAX_OUTPUT_CHARS:
+                    raise RenderLimitExceeded(
+                        f"the rendered text would exceed {MAX_OUTPUT_CHARS} characters"
+                    )
                 tracking.chunks.append(chunk)
     except TemplateError:
         raise

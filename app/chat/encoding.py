@@ -106,7 +106,7 @@ def encode_spans(
     add_special_tokens: bool = False,
 ) -> Encoding:
     """Tokenize ``text``; a token carries loss when its characters overlap one of ``spans``."""
-    encoded = tokenizer.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+    encoded = tokenizer.encode(text, add_special_tokens=add_special_tokens)
     offsets = [tuple(o) for o in encoded.offsets]
     loss = [_overlaps(o, spans) for o in offsets]
     return Encoding(text, list(encoded.ids), offsets, loss, max_length)  # type: ignore[arg-type]
@@ -220,7 +220,7 @@ def _answer(
             "the template renders the answer's conversation without the prompt as its beginning"
         )
     # The answer is tokenized on its own, as the model generates it after the prompt's tokens.
-    answer = tokenizer.tokenizer.encode(full[len(prompt_text) :], add_special_tokens=False)
+    answer = tokenizer.encode(full[len(prompt_text) :], add_special_tokens=False)
     shift = len(prompt_text)
     offsets = prompt_offsets + [(s + shift, e + shift) for s, e in answer.offsets]
     loss = [False] * len(prompt_ids) + [True] * len(answer.ids)
@@ -238,7 +238,7 @@ def encode_preference(
     max_length: int | None = None,
 ) -> PreferenceEncoding:
     prompt_text = fmt.render(prompt, add_generation_prompt=True, tools=tools).text
-    encoded = tokenizer.tokenizer.encode(prompt_text, add_special_tokens=False)
+    encoded = tokenizer.encode(prompt_text, add_special_tokens=False)
     prompt_ids, offsets = list(encoded.ids), [tuple(o) for o in encoded.offsets]
     answers = [
         _answer(fmt, tokenizer, prompt_text, prompt_ids, offsets, prompt + a, tools, max_length)  # type: ignore[arg-type]

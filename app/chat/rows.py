@@ -71,7 +71,7 @@ class RowEncoder:
         rendered = self.fmt.render(
             as_messages(row["prompt"]), add_generation_prompt=True, tools=row_tools(row)
         )
-        encoded = self.tokenizer.tokenizer.encode(rendered.text, add_special_tokens=False)
+        encoded = self.tokenizer.encode(rendered.text, add_special_tokens=False)
         offsets = [tuple(o) for o in encoded.offsets]
         return Encoding(rendered.text, list(encoded.ids), offsets, [False] * len(offsets), None)  # type: ignore[arg-type]
 

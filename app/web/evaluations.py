@@ -26,7 +26,8 @@ from app.models import Checkpoint, Dataset, Evaluation, Job, JobStatus, User
 from app.queries import job_checkpoints, list_datasets
 from app.web.deps import CurrentUser, PageUser, SessionDep
 from app.web.errors import invalid_fields
-from app.web.rendering import is_htmx, render
+from app.web.params import FormId, IdField, IdQuery, ObjectId, RefField, RefQuery
+from app.web.rendering import is_htmx, json_response, render
 
 api = APIRouter(prefix="/api", tags=["evaluations"])
 pages = APIRouter(include_in_schema=False)
@@ -35,9 +36,9 @@ pages = APIRouter(include_in_schema=False)
 class EvaluationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint_id: int | None = None
-    base_model: int | str | None = None  # a base model's name or id
-    dataset_id: int
+    checkpoint_id: IdField | None = None
+    base_model: RefField | None = None  # a base model's name or id
+    dataset_id: IdField
     metrics: list[str] | None = None  # left out: every metric the dataset's kind allows
 
 
@@ -101,20 +102,21 @@ def post_evaluation(body: EvaluationIn, session: SessionDep, user: CurrentUser) 
     return evaluation_json(session, evaluation)
 
 
-@api.get("/evaluations/{evaluation_id}")
-def get_evaluation(evaluation_id: int, session: SessionDep, user: CurrentUser) -> dict:
+@api.get("/evaluations/{evaluation_id}", response_model=dict[str, Any])
+def get_evaluation(evaluation_id: ObjectId, session: SessionDep, user: CurrentUser) -> Response:
     """The evaluation's status and results (each generated answer under ``results.samples``)."""
-    return evaluation_json(session, get_owned(session, Evaluation, evaluation_id, user))
+    evaluation = get_owned(session, Evaluation, evaluation_id, user)
+    return json_response(evaluation_json(session, evaluation))  # samples: off the event loop
 
 
-@api.get("/jobs/{job_id}/evaluations")
+@api.get("/jobs/{job_id}/evaluations", response_model=dict[str, Any])
 def get_job_evaluations(
-    job_id: int,
+    job_id: ObjectId,
     session: SessionDep,
     user: CurrentUser,
     metric: str | None = None,
-    dataset_id: int | None = None,
-) -> dict:
+    dataset_id: IdQuery = None,
+) -> Response:
     """The run's evaluations (its checkpoints' and its base model's) and its checkpoints ranked
     by ``metric`` on ``dataset_id`` (lowest first for eval_loss and perplexity); ``best`` is
     the first of the ranking."""
@@ -123,7 +125,7 @@ def get_job_evaluations(
         table = run_evaluations(session, user, job, metric=metric, dataset_id=dataset_id)
     except MetricsError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
-    return run_table_json(session, table)
+    return json_response(run_table_json(session, table))
 
 
 # -- the job page's panel ----------------------------------------------------------------------
@@ -190,11 +192,11 @@ def _panel(
 @pages.get("/jobs/{job_id:int}/evaluations")
 def evaluations_panel(
     request: Request,
-    job_id: int,
+    job_id: ObjectId,
     session: SessionDep,
     user: PageUser,
     metric: str = "",
-    dataset_id: str = "",
+    dataset_id: RefQuery = "",
 ) -> Response:
     job = get_owned(session, Job, job_id, user)
     chosen_dataset = int(dataset_id) if dataset_id.isdigit() else None
@@ -204,17 +206,17 @@ def evaluations_panel(
 @pages.post("/jobs/{job_id:int}/evaluations")
 def evaluate_from_page(
     request: Request,
-    job_id: int,
+    job_id: ObjectId,
     session: SessionDep,
     user: PageUser,
     model: Annotated[str, Form()],
-    dataset_id: Annotated[int, Form()],
+    dataset_id: FormId,
 ) -> Response:
     """Evaluate ``model`` (``checkpoint:<id>`` of this run, or ``base``) on a dataset."""
     job = get_owned(session, Job, job_id, user)
     kind, _, ident = model.partition(":")
     target: dict[str, int | str | None] = {"checkpoint_id": None, "base_model": None}
-    if kind == "checkpoint" and ident.isdigit():
+    if kind == "checkpoint" and ident.isascii() and ident.isdigit():
         if int(ident) not in {c.id for c in job_checkpoints(session, job.id)}:
             return _panel(request, session, user, job, error="not a checkpoint of this run")
         target["checkpoint_id"] = int(ident)

@@ -27,15 +27,14 @@ from app.runs import log_chunk
 from app.web.job_feed import ENDED, KEEPALIVE_SECONDS, POLL_SECONDS, follow, sse
 
 
-def job_event_stream(request: Request, job_id: int) -> StreamingResponse:
-    # A reconnecting EventSource sends Last-Event-ID; a fresh page passes ?after= for the
-    # last point it already rendered from the stored history.
-    last_id = request.headers.get("last-event-id") or request.query_params.get("after", "")
-    after_id = int(last_id) if last_id.isdigit() else 0
-    events_after = request.query_params.get("events_after", "")
-    after_event = int(events_after) if events_after.isdigit() else 0
+def job_event_stream(
+    request: Request, job_id: int, after: int, events_after: int
+) -> StreamingResponse:
+    """The job's SSE stream after metric row ``after`` (a reconnecting EventSource's
+    Last-Event-ID, or the ``?after=`` of a fresh page: the last point it already rendered from
+    the stored history) and job event ``events_after``; the route bounds both."""
     return StreamingResponse(
-        follow(request, job_id, after_id, after_event),
+        follow(request, job_id, after, events_after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -71,11 +70,11 @@ async def _log_stream(request: Request, job_id: int, path: Path, offset: int) ->
         await asyncio.sleep(POLL_SECONDS)
 
 
-def job_log_stream(request: Request, job_id: int, path: Path) -> StreamingResponse:
-    """The training log as SSE; Last-Event-ID (or ?offset=) is the byte offset to resume at."""
-    last = request.headers.get("last-event-id") or request.query_params.get("offset", "")
+def job_log_stream(request: Request, job_id: int, path: Path, offset: int) -> StreamingResponse:
+    """The training log as SSE from byte ``offset`` (Last-Event-ID, or ?offset=; the route
+    bounds it)."""
     return StreamingResponse(
-        _log_stream(request, job_id, path, int(last) if last.isdigit() else 0),
+        _log_stream(request, job_id, path, offset),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -17,6 +17,7 @@ from app.models import Export, ExportStatus, Job
 from app.queries import job_checkpoints
 from app.serialize import checkpoint_json, export_json
 from app.web.deps import CurrentUser, PageUser, SessionDep, SettingsDep
+from app.web.params import ObjectId
 
 api = APIRouter(prefix="/api", tags=["checkpoints and exports"])
 pages = APIRouter(include_in_schema=False)
@@ -28,13 +29,15 @@ class ExportIn(Body):
 
 
 @api.get("/jobs/{job_id}/checkpoints")
-def get_job_checkpoints(job_id: int, session: SessionDep, user: CurrentUser) -> list[dict]:
+def get_job_checkpoints(job_id: ObjectId, session: SessionDep, user: CurrentUser) -> list[dict]:
     job = get_owned(session, Job, job_id, user)
     return [checkpoint_json(c) for c in job_checkpoints(session, job.id)]
 
 
 @api.post("/checkpoints/{checkpoint_id}/exports", status_code=201)
-def post_export(checkpoint_id: int, body: ExportIn, session: SessionDep, user: CurrentUser) -> dict:
+def post_export(
+    checkpoint_id: ObjectId, body: ExportIn, session: SessionDep, user: CurrentUser
+) -> dict:
     checkpoint = get_owned_checkpoint(session, checkpoint_id, user)
     try:
         export = create_export(session, user, checkpoint, body.kind, body.quantization)
@@ -46,14 +49,14 @@ def post_export(checkpoint_id: int, body: ExportIn, session: SessionDep, user: C
 
 
 @api.get("/exports/{export_id}")
-def get_export(export_id: int, session: SessionDep, user: CurrentUser) -> dict:
+def get_export(export_id: ObjectId, session: SessionDep, user: CurrentUser) -> dict:
     return export_json(get_owned(session, Export, export_id, user))
 
 
 @api.get("/exports/{export_id}/download")
 @api.head("/exports/{export_id}/download", include_in_schema=False)  # one operation id
 def download_export(
-    export_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+    export_id: ObjectId, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> FileResponse:
     """The archive, streamed from disk; `Range` resumes a download (206, or 416 past the end)
     and the ETag is the archive's sha256 (also for `If-Range`)."""
@@ -71,7 +74,7 @@ def download_export(
 @pages.post("/checkpoints/{checkpoint_id}/exports")
 def export_from_page(
     request: Request,
-    checkpoint_id: int,
+    checkpoint_id: ObjectId,
     session: SessionDep,
     user: PageUser,
     kind: Annotated[str, Form()] = "merged",

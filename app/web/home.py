@@ -68,6 +68,9 @@ def login(
     throttle.succeeded(name, address)
     request.session.clear()
     request.session[SESSION_KEY] = open_browser_session(session, user)
+    # Committed before the redirect: the request's session commits only after the response
+    # is sent, and the browser's next request must find its session (a race on a real server).
+    session.commit()
     safe = next if next.startswith("/") and not next.startswith("//") else "/"
     return RedirectResponse(safe, status_code=303)
 
@@ -76,6 +79,7 @@ def login(
 def logout(request: Request, session: SessionDep, user: PageUser) -> Response:
     """Ends the session on the server too: a copy of the cookie no longer signs anyone in."""
     close_browser_session(session, request.session.get(SESSION_KEY, ""))
+    session.commit()  # ended before the answer, not after it (see login)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 

@@ -24,6 +24,18 @@ from app.data.tokens import find_model
 from app.models import ChatTemplate, ChatTemplateVersion, Dataset
 from app.web.deps import CurrentUser, SessionDep
 from app.web.errors import unprocessable
+from app.web.params import (
+    IdField,
+    IdQuery,
+    ObjectId,
+    OptionalRefQuery,
+    RefField,
+    RowIndex,
+    TokenLength,
+    TokenLengthField,
+    VersionNumber,
+)
+from app.web.rendering import json_response
 
 router = APIRouter(prefix="/api", tags=["chat templates"])
 LossChoice = Literal["assistant", "last", "all"]
@@ -32,24 +44,24 @@ LossChoice = Literal["assistant", "last", "all"]
 class TemplateIn(Body):
     name: str = Field(min_length=1, max_length=200)
     template: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
-    model: int | str | None = Field(
+    model: RefField | None = Field(
         default=None, description="check end-of-turn tokens against this base model's vocabulary"
     )
 
 
 class VersionIn(Body):
     template: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
-    model: int | str | None = None
+    model: RefField | None = None
 
 
 class RenderIn(Body):
-    template_id: int | None = None
+    template_id: IdField | None = None
     template: str | None = Field(default=None, max_length=MAX_TEMPLATE_CHARS)
     messages: list[dict[str, Any]] = Field(min_length=1)
     tools: list[dict[str, Any]] | None = None
-    model: int | str | None = None
+    model: RefField | None = None
     add_generation_prompt: bool = False
-    max_length: int | None = Field(default=None, ge=1)
+    max_length: TokenLengthField | None = None
     loss: LossChoice = "assistant"
 
     @model_validator(mode="after")
@@ -117,13 +129,13 @@ def post_chat_template(body: TemplateIn, session: SessionDep, user: CurrentUser)
 
 
 @router.get("/chat-templates/{template_id}")
-def get_chat_template(template_id: int, session: SessionDep, user: CurrentUser) -> dict:
+def get_chat_template(template_id: ObjectId, session: SessionDep, user: CurrentUser) -> dict:
     return template_json(library.get_visible(session, user, template_id), versions=True)
 
 
 @router.get("/chat-templates/{template_id}/versions/{version}")
 def get_chat_template_version(
-    template_id: int, version: int, session: SessionDep, user: CurrentUser
+    template_id: ObjectId, version: VersionNumber, session: SessionDep, user: CurrentUser
 ) -> Any:
     template = library.get_visible(session, user, template_id)
     for candidate in template.versions:
@@ -134,7 +146,7 @@ def get_chat_template_version(
 
 @router.post("/chat-templates/{template_id}/versions", status_code=201)
 def post_chat_template_version(
-    template_id: int, body: VersionIn, session: SessionDep, user: CurrentUser
+    template_id: ObjectId, body: VersionIn, session: SessionDep, user: CurrentUser
 ) -> Any:
     template = library.get_visible(session, user, template_id)
     try:
@@ -163,7 +175,7 @@ def post_render(body: RenderIn, session: SessionDep, user: CurrentUser) -> Any:
             max_length=body.max_length,
             loss_on=body.loss,
         )
-        return render_messages(
+        seen = render_messages(
             view,
             body.messages,
             tools=body.tools,
@@ -171,17 +183,18 @@ def post_render(body: RenderIn, session: SessionDep, user: CurrentUser) -> Any:
         )
     except SeenRequestError as exc:
         return _unprocessable(str(exc))
+    return json_response(seen)  # a long conversation's tokens: encoded off the event loop
 
 
 @router.get("/datasets/{dataset_id}/rows/{index}/seen")
 def get_row_seen(
-    dataset_id: int,
-    index: int,
+    dataset_id: ObjectId,
+    index: RowIndex,
     session: SessionDep,
     user: CurrentUser,
-    model: str | None = None,
-    template_id: int | None = None,
-    max_length: int | None = None,
+    model: OptionalRefQuery = None,
+    template_id: IdQuery = None,
+    max_length: TokenLength = None,
     loss: LossChoice = "assistant",
 ) -> Any:
     """Every sequence dataset row ``index`` becomes in training, as the model sees it."""
@@ -198,6 +211,7 @@ def get_row_seen(
             max_length=max_length,
             loss_on=loss,
         )
-        return {"index": index, "sequences": row_sequences(view, row)}
+        sequences = row_sequences(view, row)
     except SeenRequestError as exc:
         return _unprocessable(str(exc))
+    return json_response({"index": index, "sequences": sequences})

@@ -29,15 +29,47 @@ from app.data.tokens import models_with_tokenizer
 from app.models import ChatTemplate, Dataset, User
 from app.queries import list_datasets
 from app.web.deps import FormValues, PageUser, SessionDep
+from app.web.params import MAX_INT, MAX_TOKEN_LENGTH, IdQuery, ObjectId, VersionQuery, out_of_range
 from app.web.rendering import render
 
 router = APIRouter(include_in_schema=False)
 REFERENCE_ROW = {"messages": REFERENCE_CONVERSATION, "tools": REFERENCE_TOOLS}
+# The pages draw at most this many tokens of a sequence (each is a span); every count shown is
+# of all of them. A huge row drawn whole was tens of MB of HTML, seconds of rendering whose
+# garbage collection paused the whole web process, and a page no browser could show.
+SHOWN_TOKENS = 20_000
 
 
-def _int(value: Any) -> int | None:
-    text = str(value or "").strip()
-    return int(text) if text.isdigit() else None
+def _drawn(sequences: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sequences as the pages draw them: the first SHOWN_TOKENS tokens of each, and how
+    many more there are (``hidden_tokens``)."""
+    return [
+        {
+            **seq,
+            "tokens": seq["tokens"][:SHOWN_TOKENS],
+            "hidden_tokens": max(0, len(seq["tokens"]) - SHOWN_TOKENS),
+        }
+        for seq in sequences
+    ]
+
+
+def _int(values: dict[str, str], name: str, high: int = MAX_INT) -> int | None:
+    """A number of the preview's form: None unless digits; too large a number is the
+    preview's error (SeenRequestError), never a query."""
+    text = str(values.get(name) or "").strip()
+    if not text.isdigit():
+        return None
+    if problem := out_of_range(text, 0, high):
+        raise SeenRequestError(f"{name} {problem}")
+    return int(text)
+
+
+def _model_ref(values: dict[str, str], name: str = "model") -> str | None:
+    """A base model's id or name from the form; an id too large is the preview's error."""
+    text = str(values.get(name) or "").strip()
+    if text.isdigit() and (problem := out_of_range(text)):
+        raise SeenRequestError(f"{name} {problem}")
+    return text or None
 
 
 def _redirect(url: str) -> RedirectResponse:
@@ -59,24 +91,24 @@ def preview(session: Session, user: User, values: dict[str, str], source: str) -
         view = viewpoint(
             session,
             user,
-            model_ref=values.get("model") or None,
+            model_ref=_model_ref(values),
             template=source,
-            max_length=_int(values.get("max_length")),
+            max_length=_int(values, "max_length", MAX_TOKEN_LENGTH),
             loss_on=values.get("loss") or "assistant",
         )
         context["warnings"] = validate_template(source, view.tokenizer)
-        context["sequences"] = row_sequences(view, _chosen_row(session, user, values))
+        context["sequences"] = _drawn(row_sequences(view, _chosen_row(session, user, values)))
     except (SeenRequestError, TemplateError) as exc:
         context["error"] = str(exc)
     return context
 
 
 def _chosen_row(session: Session, user: User, values: dict[str, str]) -> dict[str, Any]:
-    dataset_id = _int(values.get("dataset_id"))
+    dataset_id = _int(values, "dataset_id")
     if dataset_id is None:
         return REFERENCE_ROW
     get_owned(session, Dataset, dataset_id, user)
-    row = dataset_row(session, dataset_id, _int(values.get("row")) or 0)
+    row = dataset_row(session, dataset_id, _int(values, "row") or 0)
     if row is None:
         raise SeenRequestError(f"dataset {dataset_id} has no row {values.get('row')}")
     return row
@@ -112,7 +144,7 @@ def _editor(
 
 @router.get("/chat-templates/new")
 def new_template_page(
-    request: Request, session: SessionDep, user: PageUser, copy: int | None = None
+    request: Request, session: SessionDep, user: PageUser, copy: IdQuery = None
 ) -> Response:
     values = {"name": "", "template": BUILTINS[0].source}
     if copy is not None:
@@ -137,10 +169,10 @@ def create_template(
 @router.get("/chat-templates/{template_id}")
 def edit_template_page(
     request: Request,
-    template_id: int,
+    template_id: ObjectId,
     session: SessionDep,
     user: PageUser,
-    version: int | None = None,
+    version: VersionQuery = None,
 ) -> Response:
     template = library.get_visible(session, user, template_id)
     shown = next((v for v in template.versions if v.version == version), None)
@@ -151,7 +183,7 @@ def edit_template_page(
 
 @router.post("/chat-templates/{template_id}/versions")
 def save_template_version(
-    request: Request, template_id: int, session: SessionDep, user: PageUser, values: FormValues
+    request: Request, template_id: ObjectId, session: SessionDep, user: PageUser, values: FormValues
 ) -> Response:
     template = library.get_visible(session, user, template_id)
     try:
@@ -180,15 +212,15 @@ def _seen_context(
         view: Viewpoint = viewpoint(
             session,
             user,
-            model_ref=values.get("model") or None,
-            template_id=_int(values.get("template_id")),
-            max_length=_int(values.get("max_length")),
+            model_ref=_model_ref(values),
+            template_id=_int(values, "template_id"),
+            max_length=_int(values, "max_length", MAX_TOKEN_LENGTH),
             loss_on=values.get("loss") or "assistant",
         )
-        row = dataset_row(session, dataset.id, _int(values.get("row")) or 0)
+        row = dataset_row(session, dataset.id, _int(values, "row") or 0)
         if row is None:
             raise SeenRequestError(f"this dataset has no row {values.get('row')}")
-        context["sequences"] = row_sequences(view, row)
+        context["sequences"] = _drawn(row_sequences(view, row))
         context["model_name"] = view.model.name
         if values.get("packing") == "on":  # the job form's first row, packed as trained
             rows = first_rows(session, dataset.id, PACKING_PREVIEW_ROWS)
@@ -200,7 +232,7 @@ def _seen_context(
 
 @router.get("/datasets/{dataset_id}/seen")
 def dataset_seen_page(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser
+    request: Request, dataset_id: ObjectId, session: SessionDep, user: PageUser
 ) -> Response:
     """What the model sees for one row of the dataset, with a model, template, loss choice."""
     dataset = get_owned(session, Dataset, dataset_id, user)
@@ -222,7 +254,10 @@ def job_form_seen(
 ) -> Response:
     """The job form's "what the model sees" panel: the dataset's first row with the chosen base
     model, template, max_length and loss switches (an HTMX fragment)."""
-    dataset_id = _int(values.get("dataset_id"))
+    try:
+        dataset_id = _int(values, "dataset_id")
+    except SeenRequestError as exc:
+        return render(request, "_seen.html", {"sequences": [], "error": str(exc)})
     if dataset_id is None:
         return render(request, "_seen.html", {"sequences": [], "error": "choose a dataset"})
     dataset = get_owned(session, Dataset, dataset_id, user)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel as Body
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +23,8 @@ from app.serialize import dataset_json
 from app.web.comparisons.views import comparison_json, generation_json
 from app.web.deps import CurrentUser, SessionDep
 from app.web.errors import unprocessable
+from app.web.params import IdField, ObjectId, RefText, SeedField
+from app.web.rendering import json_response
 
 router = APIRouter(prefix="/api", tags=["comparisons"])
 POLL_SECONDS = 0.3
@@ -33,7 +35,7 @@ class DecodingBody(Body):
     max_new_tokens: int = Field(default=128, ge=1, le=2048)
     temperature: float = Field(default=0.0, ge=0, le=5)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    seed: int = Field(default=0, ge=0)
+    seed: SeedField = 0
 
     def decoding(self) -> cmp.DecodingIn:
         return cmp.DecodingIn(self.max_new_tokens, self.temperature, self.top_p, self.seed)
@@ -41,20 +43,20 @@ class DecodingBody(Body):
 
 class ComparisonIn(DecodingBody):
     name: str = Field(default="", max_length=200)
-    checkpoint_ids: list[int] = Field(default_factory=list, max_length=cmp.MAX_MODELS)
+    checkpoint_ids: list[IdField] = Field(default_factory=list, max_length=cmp.MAX_MODELS)
     include_base: bool = True
     prompts: list[str | list[dict[str, Any]]] | None = None
-    dataset_id: int | None = None
+    dataset_id: IdField | None = None
     limit: int = Field(default=10, ge=1, le=cmp.MAX_PROMPTS)
 
 
 class VoteIn(Body):
-    pair_id: int
+    pair_id: IdField
     choice: str = Field(description="a | b | tie | both_bad")
 
 
 class PlaygroundIn(DecodingBody):
-    model: str = Field(description='"checkpoint:<id>" or "base:<id>"')
+    model: RefText = Field(description='"checkpoint:<id>" or "base:<id>"')
     messages: list[dict[str, Any]] = Field(min_length=1)
 
 
@@ -92,13 +94,14 @@ def get_comparisons(session: SessionDep, user: CurrentUser) -> list[dict[str, An
     ]
 
 
-@router.get("/comparisons/{comparison_id}")
-def get_comparison(comparison_id: int, session: SessionDep, user: CurrentUser) -> dict:
-    return comparison_json(session, get_owned(session, Comparison, comparison_id, user))
+@router.get("/comparisons/{comparison_id}", response_model=dict[str, Any])
+def get_comparison(comparison_id: ObjectId, session: SessionDep, user: CurrentUser) -> Response:
+    comparison = get_owned(session, Comparison, comparison_id, user)
+    return json_response(comparison_json(session, comparison))  # every answer: off the loop
 
 
 @router.post("/comparisons/{comparison_id}/votes")
-def post_vote(comparison_id: int, body: VoteIn, session: SessionDep, user: CurrentUser) -> Any:
+def post_vote(comparison_id: ObjectId, body: VoteIn, session: SessionDep, user: CurrentUser) -> Any:
     comparison = get_owned(session, Comparison, comparison_id, user)
     try:
         pair = cmp.vote(session, comparison, body.pair_id, body.choice)
@@ -109,7 +112,7 @@ def post_vote(comparison_id: int, body: VoteIn, session: SessionDep, user: Curre
 
 
 @router.post("/comparisons/{comparison_id}/dataset", status_code=201)
-def post_votes_dataset(comparison_id: int, session: SessionDep, user: CurrentUser) -> Any:
+def post_votes_dataset(comparison_id: ObjectId, session: SessionDep, user: CurrentUser) -> Any:
     comparison = get_owned(session, Comparison, comparison_id, user)
     try:
         dataset = cmp.votes_to_dataset(session, user, comparison)
@@ -134,7 +137,7 @@ def post_playground(body: PlaygroundIn, session: SessionDep, user: CurrentUser) 
 
 
 @router.get("/generations/{generation_id}")
-def get_generation(generation_id: int, session: SessionDep, user: CurrentUser) -> dict:
+def get_generation(generation_id: ObjectId, session: SessionDep, user: CurrentUser) -> dict:
     return generation_json(cmp.owned_generation(session, user, generation_id))
 
 
@@ -178,7 +181,7 @@ def _streaming(events: AsyncIterator[str]) -> StreamingResponse:
 
 @router.get("/comparisons/{comparison_id}/events")
 def comparison_events(
-    comparison_id: int, request: Request, session: SessionDep, user: CurrentUser
+    comparison_id: ObjectId, request: Request, session: SessionDep, user: CurrentUser
 ) -> StreamingResponse:
     comparison = get_owned(session, Comparison, comparison_id, user)
     labels = {m["key"]: m["label"] for m in comparison.models}
@@ -195,7 +198,7 @@ def comparison_events(
 
 @router.get("/generations/{generation_id}/events")
 def generation_events(
-    generation_id: int, request: Request, session: SessionDep, user: CurrentUser
+    generation_id: ObjectId, request: Request, session: SessionDep, user: CurrentUser
 ) -> StreamingResponse:
     cmp.owned_generation(session, user, generation_id)
     session.commit()

@@ -16,6 +16,7 @@ from app.access import get_owned
 from app.models import BaseModel, Comparison, User
 from app.queries import list_datasets
 from app.web.deps import PageUser, RawForm, SessionDep
+from app.web.params import ObjectId, out_of_range
 from app.web.rendering import render
 
 router = APIRouter(include_in_schema=False)
@@ -23,16 +24,33 @@ router = APIRouter(include_in_schema=False)
 
 def _values(form: Any) -> dict[str, Any]:
     return {
-        "checkpoint_ids": [int(v) for v in form.getlist("checkpoint_ids") if str(v).isdigit()],
+        # ints, as the form's checkboxes compare them; the range is checked before any query
+        "checkpoint_ids": [
+            int(v) for v in form.getlist("checkpoint_ids") if str(v).isascii() and str(v).isdigit()
+        ],
         **{k: v for k, v in form.items() if k not in ("csrf_token", "checkpoint_ids")},
     }
 
 
+def _form_id(text: Any, name: str) -> int | None:
+    """An id chosen in a form: None unless digits; one too large for the database is refused
+    as the form's error, never sent to a query."""
+    text = str(text or "").strip()
+    if not text.isdigit():
+        return None
+    if problem := out_of_range(text, 1):
+        raise cmp.ComparisonRequestError(f"{name} {problem}")
+    return int(text)
+
+
 def _number(values: dict[str, Any], name: str, default: float, cast: type = float) -> Any:
     try:
-        return cast(values.get(name) or default)
+        number = cast(values.get(name) or default)
     except ValueError:
         raise cmp.ComparisonRequestError(f"{name} must be a number") from None
+    if cast is int and (problem := out_of_range(abs(number))):
+        raise cmp.ComparisonRequestError(f"{name} {problem}")
+    return number
 
 
 def _models_context(session: Session, user: User) -> dict[str, Any]:
@@ -74,6 +92,7 @@ def create_comparison_from_form(
     prompts = [p.strip() for p in str(values.get("prompts", "")).splitlines() if p.strip()]
     dataset = str(values.get("dataset_id") or "")
     try:
+        checkpoint_ids = [_form_id(v, "checkpoint_ids") or 0 for v in values["checkpoint_ids"]]
         decoding = cmp.DecodingIn(
             max_new_tokens=_number(values, "max_new_tokens", 128, int),
             temperature=_number(values, "temperature", 0.0),
@@ -81,10 +100,10 @@ def create_comparison_from_form(
         comparison = cmp.create_comparison(
             session,
             user,
-            checkpoint_ids=values["checkpoint_ids"],
+            checkpoint_ids=checkpoint_ids,
             include_base=values.get("include_base") == "on",
             prompts=prompts or None,
-            dataset_id=int(dataset) if dataset.isdigit() and not prompts else None,
+            dataset_id=None if prompts else _form_id(dataset, "dataset_id"),
             limit=_number(values, "limit", 10, int),
             decoding=decoding,
             name=str(values.get("name", "")),
@@ -116,7 +135,7 @@ def _arena_context(session: Session, comparison: Comparison) -> dict[str, Any]:
 
 @router.get("/comparisons/{comparison_id}")
 def comparison_page(
-    request: Request, comparison_id: int, session: SessionDep, user: PageUser
+    request: Request, comparison_id: ObjectId, session: SessionDep, user: PageUser
 ) -> Response:
     comparison = get_owned(session, Comparison, comparison_id, user)
     grid: dict[tuple[int, str], Any] = {
@@ -128,15 +147,13 @@ def comparison_page(
 
 @router.post("/comparisons/{comparison_id}/votes")
 def vote_from_page(
-    request: Request, comparison_id: int, session: SessionDep, user: PageUser, form: RawForm
+    request: Request, comparison_id: ObjectId, session: SessionDep, user: PageUser, form: RawForm
 ) -> Response:
     comparison = get_owned(session, Comparison, comparison_id, user)
-    pair_id = str(form.get("pair_id", ""))
     error = None
     try:
-        cmp.vote(
-            session, comparison, int(pair_id) if pair_id.isdigit() else 0, str(form.get("choice"))
-        )
+        pair_id = _form_id(form.get("pair_id"), "pair_id") or 0
+        cmp.vote(session, comparison, pair_id, str(form.get("choice")))
         session.commit()
     except (cmp.ComparisonRequestError, cmp.NotFound) as exc:
         error = str(exc)
@@ -148,7 +165,7 @@ def vote_from_page(
 
 @router.post("/comparisons/{comparison_id}/dataset")
 def votes_dataset_from_page(
-    request: Request, comparison_id: int, session: SessionDep, user: PageUser
+    request: Request, comparison_id: ObjectId, session: SessionDep, user: PageUser
 ) -> Response:
     comparison = get_owned(session, Comparison, comparison_id, user)
     try:

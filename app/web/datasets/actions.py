@@ -15,6 +15,7 @@ from app.data import governance as gov
 from app.data.tokens import TokenizerUnavailable, find_model, load_counter
 from app.models import Dataset, User
 from app.serialize import dataset_json
+from app.web.params import CountField, IdField, RefText, SeedField
 
 
 class DedupIn(Body):
@@ -27,7 +28,7 @@ class DedupIn(Body):
 
 class SplitIn(Body):
     eval_ratio: float | None = Field(None, gt=0, lt=1)
-    seed: int = Field(42, ge=0, le=2**32 - 1)
+    seed: SeedField = 42
     by_column: str | None = Field(None, max_length=200)
     eval_values: list[Any] | None = None
 
@@ -41,18 +42,18 @@ class SplitIn(Body):
 
 
 class FilterIn(Body):
-    min_chars: int | None = Field(None, ge=0)
-    max_chars: int | None = Field(None, ge=0)
-    min_tokens: int | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=0)
-    model: str | None = Field(None, description="Base model (id or name) for token lengths.")
+    min_chars: CountField | None = None
+    max_chars: CountField | None = None
+    min_tokens: CountField | None = None
+    max_tokens: CountField | None = None
+    model: RefText | None = Field(None, description="Base model (id or name) for token lengths.")
     label: bool | None = None
     search: str | None = Field(None, max_length=1000)
     exclude_search: bool = False
 
 
 class ContaminationIn(Body):
-    against: int
+    against: IdField
     n: int = Field(13, ge=1, le=64)
     min_n: int = Field(5, ge=1, le=64)
     apply: bool = Field(False, description="true: write a version without the flagged rows.")

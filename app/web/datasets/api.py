@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, UploadFile
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app.access import get_owned
 from app.data.browse import page_rows
@@ -33,6 +33,8 @@ from app.web.datasets.actions import (
 )
 from app.web.deps import CurrentUser, SessionDep, SettingsDep
 from app.web.errors import import_refused, unprocessable
+from app.web.params import Limit, ObjectId, Offset, OptionalRefQuery, TokenLength
+from app.web.rendering import json_response
 from app.web.uploads import import_upload
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
@@ -87,38 +89,40 @@ def get_datasets(session: SessionDep, user: CurrentUser) -> list[dict]:
 
 
 @router.get("/{dataset_id}")
-def get_dataset(dataset_id: int, session: SessionDep, user: CurrentUser) -> dict:
+def get_dataset(dataset_id: ObjectId, session: SessionDep, user: CurrentUser) -> dict:
     return dataset_json(get_owned(session, Dataset, dataset_id, user))
 
 
-@router.get("/{dataset_id}/rows")
+@router.get("/{dataset_id}/rows", response_model=dict[str, Any])
 def get_rows(
-    dataset_id: int,
+    dataset_id: ObjectId,
     session: SessionDep,
     user: CurrentUser,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Offset = 0,
+    limit: Limit = 50,
     search: Annotated[str, Query(max_length=1000)] = "",
-) -> dict:
+) -> Response:
     """Rows in order; with ``search``, only rows whose text contains it (case-insensitive)."""
     dataset = get_owned(session, Dataset, dataset_id, user)
     total, rows = page_rows(session, dataset, offset, limit, search)
-    return {
-        "total": total,
-        "offset": offset,
-        "search": search,
-        "indexes": [i for i, _ in rows],
-        "rows": [r for _, r in rows],
-    }
+    return json_response(
+        {
+            "total": total,
+            "offset": offset,
+            "search": search,
+            "indexes": [i for i, _ in rows],
+            "rows": [r for _, r in rows],
+        }
+    )
 
 
 @router.get("/{dataset_id}/stats")
 def get_stats(
-    dataset_id: int,
+    dataset_id: ObjectId,
     session: SessionDep,
     user: CurrentUser,
-    model: str | None = None,
-    max_length: Annotated[int | None, Query(ge=1)] = None,
+    model: OptionalRefQuery = None,
+    max_length: TokenLength = None,
 ) -> dict:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
@@ -128,7 +132,7 @@ def get_stats(
 
 
 @router.get("/{dataset_id}/versions")
-def get_versions(dataset_id: int, session: SessionDep, user: CurrentUser) -> dict:
+def get_versions(dataset_id: ObjectId, session: SessionDep, user: CurrentUser) -> dict:
     dataset = get_owned(session, Dataset, dataset_id, user)
     ensure_content_hash(session, dataset)
     return {
@@ -139,7 +143,7 @@ def get_versions(dataset_id: int, session: SessionDep, user: CurrentUser) -> dic
 
 
 @router.post("/{dataset_id}/dedup")
-def post_dedup(dataset_id: int, body: DedupIn, session: SessionDep, user: CurrentUser) -> Any:
+def post_dedup(dataset_id: ObjectId, body: DedupIn, session: SessionDep, user: CurrentUser) -> Any:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
         report, version = run_dedup(session, dataset, body)
@@ -152,7 +156,7 @@ def post_dedup(dataset_id: int, body: DedupIn, session: SessionDep, user: Curren
 
 
 @router.post("/{dataset_id}/split", status_code=201)
-def post_split(dataset_id: int, body: SplitIn, session: SessionDep, user: CurrentUser) -> Any:
+def post_split(dataset_id: ObjectId, body: SplitIn, session: SessionDep, user: CurrentUser) -> Any:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
         train, held_out = run_split(session, dataset, body)
@@ -164,7 +168,9 @@ def post_split(dataset_id: int, body: SplitIn, session: SessionDep, user: Curren
 
 
 @router.post("/{dataset_id}/filter", status_code=201)
-def post_filter(dataset_id: int, body: FilterIn, session: SessionDep, user: CurrentUser) -> Any:
+def post_filter(
+    dataset_id: ObjectId, body: FilterIn, session: SessionDep, user: CurrentUser
+) -> Any:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
         version = run_filter(session, dataset, body)
@@ -177,7 +183,7 @@ def post_filter(dataset_id: int, body: FilterIn, session: SessionDep, user: Curr
 
 @router.post("/{dataset_id}/contamination")
 def post_contamination(
-    dataset_id: int, body: ContaminationIn, session: SessionDep, user: CurrentUser
+    dataset_id: ObjectId, body: ContaminationIn, session: SessionDep, user: CurrentUser
 ) -> Any:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
@@ -198,7 +204,7 @@ def _export_lines(dataset_id: int) -> Iterator[bytes]:
 
 
 @router.get("/{dataset_id}/export")
-def get_export(dataset_id: int, session: SessionDep, user: CurrentUser) -> StreamingResponse:
+def get_export(dataset_id: ObjectId, session: SessionDep, user: CurrentUser) -> StreamingResponse:
     """The canonical rows as JSONL (sorted keys: its sha256 is the version's content hash)."""
     dataset = get_owned(session, Dataset, dataset_id, user)
     filename = f"dataset-{dataset.id}.jsonl"

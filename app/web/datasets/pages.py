@@ -32,6 +32,7 @@ from app.web.datasets.actions import (
 )
 from app.web.datasets.views import describe_operation, display_row, histogram_bars, percent
 from app.web.deps import FormValues, PageUser, SessionDep, SettingsDep
+from app.web.params import ObjectId, Page, RefQuery
 from app.web.rendering import render
 from app.web.uploads import import_upload
 
@@ -157,10 +158,10 @@ def _page_context(
 @router.get("/{dataset_id}")
 def dataset_page(
     request: Request,
-    dataset_id: int,
+    dataset_id: ObjectId,
     session: SessionDep,
     user: PageUser,
-    page: int = 1,
+    page: Page = 1,
     search: str = "",
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
@@ -171,10 +172,10 @@ def dataset_page(
 @router.get("/{dataset_id}/stats")
 def stats_panel(
     request: Request,
-    dataset_id: int,
+    dataset_id: ObjectId,
     session: SessionDep,
     user: PageUser,
-    model: str = "",
+    model: RefQuery = "",
     max_length: str = "",
 ) -> Response:
     """The stats block for a model and max_length (the whole page without HTMX)."""
@@ -202,7 +203,7 @@ def _refused_page(
 
 @router.post("/{dataset_id}/dedup/review")
 def dedup_review(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
+    request: Request, dataset_id: ObjectId, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     context: dict[str, Any] = {"dataset": dataset}
@@ -217,7 +218,7 @@ def dedup_review(
 
 @router.post("/{dataset_id}/dedup")
 def dedup_apply(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
+    request: Request, dataset_id: ObjectId, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
@@ -241,7 +242,7 @@ def _split_fields(form: dict[str, Any]) -> dict[str, Any]:
 
 @router.post("/{dataset_id}/split")
 def split_apply(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
+    request: Request, dataset_id: ObjectId, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
@@ -254,7 +255,7 @@ def split_apply(
 
 @router.post("/{dataset_id}/filter")
 def filter_apply(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
+    request: Request, dataset_id: ObjectId, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:
@@ -266,7 +267,7 @@ def filter_apply(
 
 @router.post("/{dataset_id}/contamination/check")
 def contamination_check(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
+    request: Request, dataset_id: ObjectId, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     context: dict[str, Any] = {"dataset": dataset}
@@ -281,7 +282,7 @@ def contamination_check(
 
 @router.post("/{dataset_id}/contamination")
 def contamination_apply(
-    request: Request, dataset_id: int, session: SessionDep, user: PageUser, form: FormValues
+    request: Request, dataset_id: ObjectId, session: SessionDep, user: PageUser, form: FormValues
 ) -> Response:
     dataset = get_owned(session, Dataset, dataset_id, user)
     try:

@@ -28,6 +28,8 @@ from app.web.deps import CurrentUser, SessionDep, SettingsDep
 from app.web.errors import invalid_fields
 from app.web.events import job_event_stream, job_log_stream
 from app.web.jobs.schemas import JobIn
+from app.web.params import After, IdsQuery, LastEventId, ObjectId, Offset, RefQuery
+from app.web.rendering import json_response
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 
@@ -86,8 +88,8 @@ def get_jobs(
     user: CurrentUser,
     status: str = "",
     method: str = "",
-    dataset_id: str = "",
-    base_model: str = "",
+    dataset_id: RefQuery = "",
+    base_model: RefQuery = "",
 ) -> Response:
     """Your jobs, newest first; each filter (status, method, dataset_id, base_model id or name)
     narrows the list when given."""
@@ -101,8 +103,10 @@ def get_jobs(
     return Response(json_bytes([job_json(j) for j in jobs]), media_type="application/json")
 
 
-@router.get("/jobs/{job_id}")
-def get_job(job_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> dict:
+@router.get("/jobs/{job_id}", response_model=dict[str, Any])
+def get_job(
+    job_id: ObjectId, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> Response:
     """The job, its `phases` (where its wall clock went: queued, starting, imports, model
     load, data preparation, first step, training, stop check, saving, each with `started_at`
     and `seconds`), its `events` (health alarms with `details.advice` and, for loss alarms, the
@@ -115,14 +119,17 @@ def get_job(job_id: int, session: SessionDep, settings: SettingsDep, user: Curre
     if job.status == JobStatus.queued:
         waiting = routing.waiting_for(session, job, user, settings.worker_offline_seconds)
     events = job_events(session, job.id)
-    return {
-        **job_json(job),
-        "events": [job_event_json(e) for e in events],
-        "phases": runs.phases(events),
-        "trainer_config": runs.trainer_config(settings.jobs_dir, job),
-        "launch": runs.launch(settings.jobs_dir, job),
-        "waiting_for": waiting,
-    }
+    # Every event and the launch plan: encoded here, off the event loop (app.web.rendering).
+    return json_response(
+        {
+            **job_json(job),
+            "events": [job_event_json(e) for e in events],
+            "phases": runs.phases(events),
+            "trainer_config": runs.trainer_config(settings.jobs_dir, job),
+            "launch": runs.launch(settings.jobs_dir, job),
+            "waiting_for": waiting,
+        }
+    )
 
 
 @router.get(
@@ -131,7 +138,7 @@ def get_job(job_id: int, session: SessionDep, settings: SettingsDep, user: Curre
     responses={304: {"description": "unchanged since the ETag sent in If-None-Match"}},
 )
 def get_job_metrics(
-    job_id: int,
+    job_id: ObjectId,
     request: Request,
     session: SessionDep,
     user: CurrentUser,
@@ -166,18 +173,28 @@ def _if_none_match(request: Request) -> set[str]:
 
 @router.get("/jobs/{job_id}/events")
 def get_job_events(
-    job_id: int, request: Request, session: SessionDep, user: CurrentUser
+    job_id: ObjectId,
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    after: After = 0,
+    events_after: After = 0,
+    last_event_id: LastEventId = None,
 ) -> StreamingResponse:
+    """Server-sent events: `metric` (each new metric row, its id as the SSE id), `alarm` (job
+    events after `events_after`), `status` and `end`. A reconnecting EventSource resumes after
+    its Last-Event-ID; a fresh page passes `?after=` for the last point it already drew."""
     job = get_owned(session, Job, job_id, user)
     # The stream outlives this request's session: end its transaction and give its connection
     # back now, or every open stream would hold one of the pool's connections.
     session.commit()
     session.close()
-    return job_event_stream(request, job.id)
+    after_metric = last_event_id if last_event_id is not None else after
+    return job_event_stream(request, job.id, after_metric, events_after)
 
 
 @router.post("/jobs/{job_id}/cancel")
-def post_job_cancel(job_id: int, session: SessionDep, user: CurrentUser) -> dict:
+def post_job_cancel(job_id: ObjectId, session: SessionDep, user: CurrentUser) -> dict:
     job = get_owned(session, Job, job_id, user)
     try:
         return job_json(request_cancel(session, job))
@@ -187,7 +204,7 @@ def post_job_cancel(job_id: int, session: SessionDep, user: CurrentUser) -> dict
 
 @router.post("/jobs/{job_id}/resume")
 def post_job_resume(
-    job_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+    job_id: ObjectId, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> dict:
     """Queue a failed or cancelled job again from its last complete checkpoint (409 if none)."""
     job = get_owned(session, Job, job_id, user)
@@ -201,7 +218,7 @@ def post_job_resume(
 
 @router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
 def get_job_logs(
-    job_id: int,
+    job_id: ObjectId,
     session: SessionDep,
     settings: SettingsDep,
     user: CurrentUser,
@@ -214,18 +231,25 @@ def get_job_logs(
 
 @router.get("/jobs/{job_id}/logs/stream")
 def get_job_log_stream(
-    job_id: int, request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser
+    job_id: ObjectId,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    offset: Offset = 0,
+    last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """The training log as server-sent `log` events; resumes at Last-Event-ID (a byte offset)."""
     job = get_owned(session, Job, job_id, user)
     path = runs.log_path(settings.jobs_dir, job)
     session.commit()  # the stream outlives this request's session (see get_job_events)
     session.close()
-    return job_log_stream(request, job_id, path)
+    start = last_event_id if last_event_id is not None else offset
+    return job_log_stream(request, job_id, path, start)
 
 
 @router.get("/jobs/{job_id}/metrics.csv")
-def get_job_metrics_csv(job_id: int, session: SessionDep, user: CurrentUser) -> Response:
+def get_job_metrics_csv(job_id: ObjectId, session: SessionDep, user: CurrentUser) -> Response:
     job = get_owned(session, Job, job_id, user)
     points = metric_series.metric_series(session, job).points
     return Response(
@@ -248,6 +272,6 @@ def compared_jobs(session: SessionDep, user: CurrentUser, ids: str) -> list[Job]
 
 
 @router.get("/runs/compare")
-def get_runs_compare(session: SessionDep, user: CurrentUser, ids: str = "") -> dict:
+def get_runs_compare(session: SessionDep, user: CurrentUser, ids: IdsQuery = "") -> dict:
     """Chosen runs' curves, the hyperparameters that differ, and each run's final metrics."""
     return runs.compare_runs(session, compared_jobs(session, user, ids))

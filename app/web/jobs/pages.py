@@ -5,9 +5,9 @@ with its live estimate), the live job page with cancel and resume, and the runs 
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer, selectinload
@@ -53,6 +53,7 @@ from app.web.forms import (
     shown_fields,
     spec_defaults,
 )
+from app.web.params import IdQuery, IdsListQuery, ObjectId, RefQuery, out_of_range
 from app.web.rendering import render, templates
 
 router = APIRouter(include_in_schema=False)
@@ -71,8 +72,8 @@ def jobs_page(
     user: PageUser,
     status: str = "",
     method: str = "",
-    dataset_id: str = "",
-    base_model: str = "",
+    dataset_id: RefQuery = "",
+    base_model: RefQuery = "",
 ) -> Response:
     error = None
     try:
@@ -134,31 +135,50 @@ def _job_form_context(
 
 def _parent_checkpoint(session: Session, user: User, value: Any) -> Any:
     """The checkpoint a chained run starts from, for the form's note (None if unknown)."""
-    if not str(value or "").isdigit():
+    text = str(value or "").strip()
+    if not text.isdigit() or out_of_range(text, 1):
         return None
     with contextlib.suppress(NotFound):
-        return get_owned_checkpoint(session, int(value), user)
+        return get_owned_checkpoint(session, int(text), user)
     return None
+
+
+def _form_id(values: dict[str, str], name: str, errors: list[dict[str, Any]]) -> int | None:
+    """An id typed into the form: None unless digits; one too large for the database is an
+    error by its field (the form shows it), never a query."""
+    text = (values.get(name) or "").strip()
+    if not text.isdigit():
+        return None
+    if problem := out_of_range(text, 1):
+        errors.append({"loc": [name], "msg": f"{name} {problem}", "type": "value_error"})
+        return None
+    return int(text)
 
 
 def _job_request(values: dict[str, str]) -> JobRequest:
     """The keyword arguments of create_job / validate_request from the form's text."""
-    dataset = values.get("dataset_id") or "0"
-    parent = values.get("parent_checkpoint_id") or ""
+    errors: list[dict[str, Any]] = []
+    ids = {
+        name: _form_id(values, name, errors)
+        for name in ("dataset_id", "parent_checkpoint_id", "chat_template_id")
+    }
+    base_model = values.get("base_model", "")
+    if base_model.strip().isdigit() and (problem := out_of_range(base_model.strip(), 1)):
+        errors.append(
+            {"loc": ["base_model"], "msg": f"base_model {problem}", "type": "value_error"}
+        )
+    if errors:
+        raise JobRequestError(errors)
     return {
-        "base_model": values.get("base_model", ""),
-        "dataset_id": int(dataset) if dataset.isdigit() else 0,
+        "base_model": base_model,
+        "dataset_id": ids["dataset_id"] or 0,
         "method": values.get("method") or "sft",
         "adapter": values.get("adapter") or "lora",
         "hyperparameters": hyperparameters_from_form(values),
-        "parent_checkpoint_id": int(parent) if parent.isdigit() else None,
-        "chat_template_id": _int_or_none(values.get("chat_template_id")),
+        "parent_checkpoint_id": ids["parent_checkpoint_id"],
+        "chat_template_id": ids["chat_template_id"],
         "device_class": values.get("device_class") or None,
     }
-
-
-def _int_or_none(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
 
 
 @router.get("/jobs/new")
@@ -167,9 +187,9 @@ def new_job_page(
     session: SessionDep,
     settings: SettingsDep,
     user: PageUser,
-    dataset_id: int | None = None,
+    dataset_id: IdQuery = None,
     preset: str | None = None,
-    parent_checkpoint_id: int | None = None,
+    parent_checkpoint_id: IdQuery = None,
     method: str | None = None,
 ) -> Response:
     """The job form; with ``parent_checkpoint_id`` (a run's "next stage"), pre-filled to start
@@ -232,7 +252,7 @@ def create_job_from_form(
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel_job_from_page(
-    request: Request, job_id: int, session: SessionDep, user: PageUser
+    request: Request, job_id: ObjectId, session: SessionDep, user: PageUser
 ) -> Response:
     job = get_owned(session, Job, job_id, user)
     with contextlib.suppress(JobAlreadyEnded):  # the page shows the final status either way
@@ -242,7 +262,7 @@ def cancel_job_from_page(
 
 @router.post("/jobs/{job_id}/resume")
 def resume_job_from_page(
-    request: Request, job_id: int, session: SessionDep, settings: SettingsDep, user: PageUser
+    request: Request, job_id: ObjectId, session: SessionDep, settings: SettingsDep, user: PageUser
 ) -> Response:
     job = get_owned(session, Job, job_id, user)
     try:
@@ -255,7 +275,7 @@ def resume_job_from_page(
 
 @router.get("/jobs/{job_id:int}")
 def job_page(
-    request: Request, job_id: int, session: SessionDep, settings: SettingsDep, user: PageUser
+    request: Request, job_id: ObjectId, session: SessionDep, settings: SettingsDep, user: PageUser
 ) -> Response:
     job = get_owned(session, Job, job_id, user)
     checkpoints = job_checkpoints(session, job.id)
@@ -330,7 +350,7 @@ def _devices_context(session: Session, settings: Settings, job: Job, user: User)
 
 @router.get("/jobs/{job_id:int}/devices")
 def job_devices_fragment(
-    request: Request, job_id: int, session: SessionDep, settings: SettingsDep, user: PageUser
+    request: Request, job_id: ObjectId, session: SessionDep, settings: SettingsDep, user: PageUser
 ) -> Response:
     """The run page's Devices section alone (the page polls it while the run is queued)."""
     job = get_owned(session, Job, job_id, user)
@@ -343,7 +363,7 @@ def compare_page(
     request: Request,
     session: SessionDep,
     user: PageUser,
-    ids: Annotated[list[str] | None, Query()] = None,
+    ids: IdsListQuery = None,
 ) -> Response:
     """Overlay chosen runs' curves; ``ids`` may repeat (checkboxes) or be comma-separated."""
     raw = ",".join(ids or [])

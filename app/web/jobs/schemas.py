@@ -16,6 +16,7 @@ from pydantic import BaseModel as Body
 from pydantic import Field, WithJsonSchema
 
 from app.spec import HYPERPARAMETER_FIELDS, TrainingSpec
+from app.web.params import IdField, RefField
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -60,15 +61,15 @@ class JobIn(Body):
     name: str | None = Field(default=None, max_length=200)
     method: MethodField = TrainingSpec.model_fields["method"].default
     adapter: AdapterField = TrainingSpec.model_fields["adapter"].default
-    base_model: int | str | None = Field(
+    base_model: RefField | None = Field(
         default=None, description="required unless parent_checkpoint_id gives it"
     )
-    dataset_id: int
-    eval_dataset_id: int | None = None
-    parent_checkpoint_id: int | None = Field(
+    dataset_id: IdField
+    eval_dataset_id: IdField | None = None
+    parent_checkpoint_id: IdField | None = Field(
         default=None, description="start from this checkpoint of one of your jobs (chaining)"
     )
-    chat_template_id: int | None = Field(
+    chat_template_id: IdField | None = Field(
         default=None,
         description="train with this library template (default: the parent run's, else the "
         "base model's own); the job pins its current version",

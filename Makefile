@@ -11,7 +11,7 @@ PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: run setup install install-dev vendor test test-data test-unit test-embedded test-services \
-        test-slow chromium bench lint format clean
+        test-faults test-slow chromium bench lint format clean
 
 run: setup
 	$(FTSTUDIO) up
@@ -74,11 +74,11 @@ test-data: $(LF_DATA)/.complete
 
 test: install-dev vendor chromium test-data
 	$(FTSTUDIO) setup
-	$(MAKE) test-embedded test-services test-slow
+	$(MAKE) test-embedded test-services test-faults test-slow
 
 # The default suite in the embedded mode (SQLite + filesystem broker).
 test-embedded: test-data
-	$(PYTEST) -m "not slow"
+	$(PYTEST) -m "not slow and not faults"
 
 # Against Postgres and Redis on 127.0.0.1: every test that does not train, and the job pipeline
 # with a real worker (queueing, cancel, resume, chaining, alarms, streaming, comparisons). The
@@ -86,15 +86,23 @@ test-embedded: test-data
 # database and broker do not change what a training step computes, and CI has 90 minutes.
 SERVICES = FTSTUDIO_TEST_DATABASE_URL=$(PG_URL) FTSTUDIO_TEST_BROKER_URL=$(REDIS_URL)
 test-services: test-data
-	$(SERVICES) $(PYTEST) -m "not slow and not worker"
-	$(SERVICES) $(PYTEST) -m "worker and not slow" tests/worker tests/runs tests/comparisons
+	$(SERVICES) $(PYTEST) -m "not slow and not worker and not faults"
+	$(SERVICES) $(PYTEST) -m "worker and not slow and not faults" \
+		tests/worker tests/runs tests/comparisons
+
+# The faults battery, once: real workers killed (SIGKILL) and stopped (SIGTERM) mid-run, the
+# training process out of memory and crashing, a full disk under a checkpoint and an export
+# (tmpfs mounts: needs root), and private Redis/Postgres servers restarted mid-run (never the
+# shared ones). About 5 minutes on 2 cores.
+test-faults: test-data
+	$(PYTEST) -m faults tests/faults
 
 # Real-model and browser tests.
 test-slow: test-data
 	$(PYTEST) -m slow
 
 test-unit: test-data
-	$(PYTEST) -m "not slow and not worker"
+	$(PYTEST) -m "not slow and not worker and not faults"
 
 # Benchmarks print ratios against a peer measured in the same run; figures go in BENCHMARKS.md.
 # The CPU set takes about 14 minutes on a 2-core machine.

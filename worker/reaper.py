@@ -33,18 +33,26 @@ def reap_lost_jobs() -> list[int]:
     for job_id, attempt in stale:
         if not stop_job_processes(job_id, attempt):  # all of its processes are gone first
             continue  # a process that will not die still holds its devices: not requeued yet
-        try:
-            with session_scope() as session:  # one job's failure leaves the others reaped
-                moved = reap_job(session, job_id, attempt)
-        except Exception:
-            logger.exception("could not reap job %s", job_id)
-            continue
-        if moved.get(job_id) != JobStatus.queued:
-            continue
-        with session_scope() as session:
-            job = session.get(Job, job_id)
-            if job is not None:
-                enqueue_job(job)
+        try:  # one job's failure leaves the others reaped
+            if requeue_job(job_id, attempt):
                 requeued.append(job_id)
                 logger.info("requeued job %s: its worker was lost", job_id)
+        except Exception:
+            logger.exception("could not reap job %s", job_id)
     return requeued
+
+
+def requeue_job(job_id: int, attempt: int) -> bool:
+    """Queue this attempt of a running job again as a new one, resuming from its last complete
+    checkpoint, and send it to its queue; at the attempt cap it fails instead. True when it
+    was requeued. Its processes must be gone."""
+    with session_scope() as session:
+        moved = reap_job(session, job_id, attempt)
+    if moved.get(job_id) != JobStatus.queued:
+        return False
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return False
+        enqueue_job(job)
+    return True

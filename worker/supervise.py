@@ -19,6 +19,12 @@ from pathlib import Path
 from app.settings import get_settings
 from worker.registration import child_device_env
 
+# The training process's exit code after it checkpointed and stopped for the worker's shutdown
+# (EX_TEMPFAIL: try again later).
+EXIT_PREEMPTED = 75
+
+FULL_DISK_BYTES = 1024 * 1024  # less free space than this: a failure is reported as a full disk
+
 
 @dataclass
 class ChildResult:
@@ -62,9 +68,12 @@ def run_child(
     cancel_grace_seconds: float,
     launcher: Sequence[str] = (),
     extra_env: dict[str, str] | None = None,
+    should_preempt: Callable[[], bool] = lambda: False,
 ) -> ChildResult:
     """Run ``python [launcher...] -m module args... error_path`` in a new session and watch it.
-    ``launcher`` starts several processes (``-m torch.distributed.run ...``)."""
+    ``launcher`` starts several processes (``-m torch.distributed.run ...``). Once
+    ``should_preempt`` says so (the worker is shutting down), the child gets one SIGTERM, which
+    the training process answers by checkpointing and exiting."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     for stale in (error_path, *error_path.parent.glob(f"{error_path.name}.rank*")):
         stale.unlink(missing_ok=True)
@@ -81,8 +90,13 @@ def run_child(
         )
         cancel_seen_at: float | None = None
         last_beat = 0.0
+        preempted = False
         while child.poll() is None:
             now = time.monotonic()
+            if not preempted and should_preempt():
+                preempted = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGTERM)
             if now - last_beat >= heartbeat_seconds:
                 heartbeat()
                 last_beat = now
@@ -92,7 +106,8 @@ def run_child(
                 _terminate_group(child)  # the training loop did not stop by itself in time
             time.sleep(0.5)
     cancelled = cancel_seen_at is not None or should_cancel()
-    return ChildResult(child.returncode, cancelled, _read_error(error_path, log_path))
+    error = _read_error(error_path, log_path, child.returncode)
+    return ChildResult(child.returncode, cancelled, error)
 
 
 def _terminate_group(child: subprocess.Popen) -> None:
@@ -109,14 +124,66 @@ def _terminate_group(child: subprocess.Popen) -> None:
     child.wait()
 
 
-def _read_error(error_path: Path, log_path: Path) -> str | None:
+def _read_error(error_path: Path, log_path: Path, returncode: int) -> str | None:
+    if returncode == 0:
+        return None
     written = [p for p in (error_path, *error_path.parent.glob(f"{error_path.name}.rank*"))]
-    written = [p for p in written if p.exists()]
-    if written:
+    # A file holding only NULs is the reservation of a process that died before it could write
+    # (``worker.child.ErrorFile``).
+    messages = {p: p.read_text(errors="replace").strip("\0") for p in written if p.exists()}
+    messages = {p: text for p, text in messages.items() if text}
+    full = _full_disk(error_path.parent)  # where: an OSError for a full disk names no path
+    if messages:
         # The first rank to fail says why; the others then fail on the broken process group.
-        first = min(written, key=lambda p: (p.stat().st_mtime_ns, p != error_path))
-        return first.read_text()[:4000]
-    if log_path.exists():
-        tail = log_path.read_bytes()[-2000:].decode(errors="replace")
-        return f"the training process exited unexpectedly; last output:\n{tail}"
-    return None
+        first = min(messages, key=lambda p: (p.stat().st_mtime_ns, p != error_path))
+        return messages[first][:4000] + (f" ({full})" if full else "")
+    ended = f"the process {how_it_ended(returncode)}"
+    if full:
+        ended += f"; no space left on device: {full}"  # why it could not write its error file
+    tail = log_tail(log_path) if log_path.exists() else ""
+    return f"{ended}; its last output:\n{tail}" if tail else ended
+
+
+def _full_disk(folder: Path) -> str | None:
+    """Says so when the disk holding ``folder`` is (nearly) full."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return None
+    free = stats.f_bavail * stats.f_frsize
+    if free >= FULL_DISK_BYTES:
+        return None
+    return f"the disk holding {folder} is full ({free} bytes free)"
+
+
+def how_it_ended(returncode: int) -> str:
+    """``exited with code 3``, or for a negative code the signal that killed it, named."""
+    if returncode >= 0:
+        return f"exited with code {returncode} without saying why"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        return f"was killed by signal {-returncode}"
+    hint = SIGNAL_HINTS.get(name)
+    return f"was killed by {name}" + (f" ({hint})" if hint else "")
+
+
+SIGNAL_HINTS = {
+    "SIGSEGV": "a segmentation fault: a crash in native code",
+    "SIGABRT": "aborted by native code",
+    "SIGBUS": "a bus error: often a memory-mapped file that shrank or a full /dev/shm",
+    "SIGKILL": "killed outright: the kernel's out-of-memory killer does this, as does kill -9",
+}
+
+
+def log_tail(log_path: Path, max_bytes: int = 12_000, max_lines: int = 150) -> str:
+    """The log's last non-blank whole lines (at most ``max_lines`` within ``max_bytes``): room
+    for a crash's whole report (faulthandler's stack of up to 100 frames and its module list)."""
+    size = log_path.stat().st_size
+    with log_path.open("rb") as log:
+        log.seek(max(0, size - max_bytes))
+        data = log.read()
+    lines = data.decode(errors="replace").replace("\r", "\n").split("\n")
+    if size > max_bytes:
+        lines = lines[1:]  # the first one is cut
+    return "\n".join([line for line in lines if line.strip()][-max_lines:])

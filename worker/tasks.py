@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+import threading
 from pathlib import Path
 
+from celery.signals import worker_shutting_down
+from sqlalchemy.exc import DBAPIError
+
+from app.broker import enqueue_job
 from app.db import session_scope
 from app.jobs import cancel_requested, transition
 from app.launch import launch_plan
@@ -13,20 +19,65 @@ from app.settings import get_settings
 from app.spec import TrainingSpec
 from app.states import ACTIVE, move, move_where
 from worker.celery_app import celery
+from worker.db_retry import is_database_outage, retry_database
 from worker.evaluation.supervise import supervise_evaluation
 from worker.job_processes import MARKER_VARIABLE, marker, stop_job_processes
+from worker.reaper import requeue_job
 from worker.registration import owns_cuda, registration, set_current_job
 from worker.supervise import ChildResult, run_child, run_unattended
+from worker.training.chaining import discard_incomplete_checkpoints
 from worker.training.distributed import write_launch
+
+logger = logging.getLogger(__name__)
 
 
 @celery.task(name="worker.tasks.run_job")
 def run_job(job_id: int) -> str:
     settings = get_settings()
+    if _shutting_down.is_set():
+        # The last message this worker takes before it stops (often the job it just requeued):
+        # another worker runs it.
+        retry_database(lambda: _pass_on(job_id), f"job {job_id}: passing it on")
+        return "passed on"
+    taken = retry_database(lambda: _take(job_id), f"job {job_id}: taking it")
+    if taken is None:
+        return "skipped"  # cancelled while queued, or already handled by another delivery
+    attempt, stored_spec = taken
+
+    job_dir = settings.jobs_dir / str(job_id)
+    try:
+        spec = TrainingSpec.from_stored(*stored_spec)
+    except ValueError as exc:  # a stored spec this version refuses: the job fails, saying why
+        error = f"the job's stored hyperparameters are no longer valid: {exc}"
+        _finish(job_id, attempt, JobStatus.failed, error)
+        return JobStatus.failed.value
+    set_current_job(job_id)
+    try:
+        result = _train(job_id, attempt, job_dir, spec)
+    finally:
+        stop_job_processes(job_id, attempt)  # no rank outlives the run (cancel, a crash)
+        set_current_job(None)
+    if result.failure or result.cancelled:
+        discard_incomplete_checkpoints(job_dir / "output")
+    if _preempted(result):
+        requeued = retry_database(lambda: requeue_job(job_id, attempt), f"job {job_id}: requeue")
+        logger.info("job %s stopped for the worker's shutdown; requeued: %s", job_id, requeued)
+        return JobStatus.queued.value
+    if result.cancelled:
+        status = JobStatus.cancelled
+    else:
+        status = JobStatus.failed if result.failure else JobStatus.succeeded
+    _finish(job_id, attempt, status, None if result.cancelled else result.failure)
+    return status.value
+
+
+def _take(job_id: int) -> tuple[int, tuple[dict, int]] | None:
+    """Move the job from queued to running; its attempt and stored spec, or None if it was not
+    queued."""
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None or job.status != JobStatus.queued:
-            return "skipped"  # cancelled while queued, or already handled by another delivery
+            return None
         attempt, stored_spec = job.attempt, (job.spec, job.spec_version)
         if not transition(
             session,
@@ -37,38 +88,46 @@ def run_job(job_id: int) -> str:
             worker=registration.name or socket.gethostname(),
             heartbeat_at=utcnow(),
         ):
-            return "skipped"
+            return None
+    return attempt, stored_spec
 
-    job_dir = settings.jobs_dir / str(job_id)
-    try:
-        spec = TrainingSpec.from_stored(*stored_spec)
-    except ValueError as exc:  # a stored spec this version refuses: the job fails, saying why
+
+def _pass_on(job_id: int) -> None:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is not None and job.status == JobStatus.queued:
+            enqueue_job(job)
+
+
+def _finish(job_id: int, attempt: int, status: JobStatus, error: str | None) -> None:
+    """Record how the attempt ended; the outcome is known, so a database outage is waited out
+    (a job left running would be retrained by the reaper)."""
+
+    def record() -> None:
         with session_scope() as session:
             transition(
-                session,
-                job_id,
-                to=JobStatus.failed,
-                from_=[JobStatus.running],
-                attempt=attempt,
-                error=f"the job's stored hyperparameters are no longer valid: {exc}",
+                session, job_id, to=status, from_=[JobStatus.running], attempt=attempt, error=error
             )
-        return JobStatus.failed.value
-    set_current_job(job_id)
-    try:
-        result = _train(job_id, attempt, job_dir, spec)
-    finally:
-        stop_job_processes(job_id, attempt)  # no rank outlives the run (cancel, a crash)
-        set_current_job(None)
-    with session_scope() as session:
-        if result.cancelled:
-            status = JobStatus.cancelled
-        else:
-            status = JobStatus.failed if result.failure else JobStatus.succeeded
-        error = None if result.cancelled else result.failure
-        transition(
-            session, job_id, to=status, from_=[JobStatus.running], attempt=attempt, error=error
-        )
-    return status.value
+
+    retry_database(record, f"job {job_id}: recording it {status.value}")
+
+
+_shutting_down = threading.Event()
+
+
+@worker_shutting_down.connect
+def _preempt_training(**_: object) -> None:
+    """A warm shutdown (SIGTERM) waits for the running task: rather than hold it for the rest
+    of the run, the training process checkpoints and stops, and the job is requeued."""
+    _shutting_down.set()
+
+
+def _preempted(result: ChildResult) -> bool:
+    """The run ended unfinished while this worker shuts down: the training process saved and
+    exited with EXIT_PREEMPTED, or the SIGTERM reached it before it listened (its imports), or
+    torchrun, which exits with its own code, stopped its ranks. It resumes on another worker
+    from its last complete checkpoint (a real failure fails again there; attempts are capped)."""
+    return _shutting_down.is_set() and result.returncode != 0 and not result.cancelled
 
 
 def _train(job_id: int, attempt: int, job_dir: Path, spec: TrainingSpec) -> ChildResult:
@@ -89,6 +148,7 @@ def _train(job_id: int, attempt: int, job_dir: Path, spec: TrainingSpec) -> Chil
         cancel_grace_seconds=settings.cancel_grace_seconds,
         launcher=launcher,
         extra_env={MARKER_VARIABLE: marker(job_id, attempt)},
+        should_preempt=_shutting_down.is_set,
     )
 
 
@@ -108,21 +168,34 @@ def run_export(export_id: int) -> str:
 
 
 def _heartbeat(job_id: int, attempt: int) -> None:
-    with session_scope() as session:
-        move(
-            session,
-            Job,
-            job_id,
-            to=None,
-            from_=JobStatus.running,
-            attempt=attempt,
-            heartbeat_at=utcnow(),
-        )
+    """The job's heartbeat; a beat the database misses is skipped (the reaper waits for twelve)
+    rather than ending the supervision of a run that trains on."""
+    try:
+        with session_scope() as session:
+            move(
+                session,
+                Job,
+                job_id,
+                to=None,
+                from_=JobStatus.running,
+                attempt=attempt,
+                heartbeat_at=utcnow(),
+            )
+    except DBAPIError as exc:
+        if not is_database_outage(exc):
+            raise
+        logger.warning("job %s: heartbeat skipped, the database is unreachable", job_id)
 
 
 def _cancel_requested(job_id: int) -> bool:
-    with session_scope() as session:
-        return cancel_requested(session, job_id)
+    """Whether the job's cancel flag is set; not while the database is unreachable."""
+    try:
+        with session_scope() as session:
+            return cancel_requested(session, job_id)
+    except DBAPIError as exc:
+        if not is_database_outage(exc):
+            raise
+        return False
 
 
 def _run_generation_process(kind: str, ident: int) -> str:

@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,12 +28,16 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_worker(log_path: Path) -> Iterator[subprocess.Popen]:
-    """A Celery worker on this run's queue; fails the test if it exits before it is ready."""
+def running_worker(log_path: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """A Celery worker on this run's queue (or, with ``env``, as `ftstudio worker` with that
+    environment: another studio's); fails the test if it exits before it is ready."""
     from app.cli import worker_command
 
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(worker_command(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    command = worker_command() if env is None else [sys.executable, "-m", "app.cli", "worker"]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env or os.environ
+        )
     try:
         wait_for(
             lambda: b"ready." in log_path.read_bytes() or proc.poll() is not None, 120, "the worker"
@@ -52,8 +56,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_web(log_path: Path) -> Iterator[str]:
-    """`ftstudio web` on a free port; yields its base URL once /healthz answers."""
+def running_web(log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`ftstudio web` on a free port (with ``env``: another studio's environment); yields its
+    base URL once /healthz answers."""
     import httpx
 
     port = free_port()
@@ -63,6 +68,7 @@ def running_web(log_path: Path) -> Iterator[str]:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            env=env or os.environ,
         )
     url = f"http://127.0.0.1:{port}"
 
@@ -81,9 +87,15 @@ def running_web(log_path: Path) -> Iterator[str]:
         _stop(proc)
 
 
-def start_class_worker(log_path: Path, device_class: str, **env: str) -> subprocess.Popen:
+def start_class_worker(
+    log_path: Path,
+    device_class: str,
+    preexec_fn: Callable[[], None] | None = None,
+    **env: str,
+) -> subprocess.Popen:
     """`ftstudio worker --devices cpu --device-class CLASS` on this run's queue (the caller stops
-    it); ``env`` adds FTSTUDIO_* settings for that worker only."""
+    it); ``env`` adds FTSTUDIO_* settings for that worker only, ``preexec_fn`` runs in it
+    before it starts (resource limits its training processes inherit)."""
     argv = [sys.executable, "-m", "app.cli", "worker", "--devices", "cpu"]
     argv += ["--device-class", device_class]
     with log_path.open("ab") as log:
@@ -93,6 +105,7 @@ def start_class_worker(log_path: Path, device_class: str, **env: str) -> subproc
             stderr=subprocess.STDOUT,
             cwd=REPO,
             env={**os.environ, **env},
+            preexec_fn=preexec_fn,
         )
 
 

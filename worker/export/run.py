@@ -25,6 +25,15 @@ from worker.export.gguf import check_architecture, write_gguf
 from worker.export.merged import DEFAULT_SHARD_SIZE, export_adapter_dir, export_model_dir
 from worker.export.plan import ExportPlan, load_plan
 
+PARTIAL_OUTPUTS = ("model", "model.tar.part", "start-model", "merged")  # in the export's folder
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
 
 def write_archive(model_dir: Path, archive: Path, root_name: str) -> str:
     """Tar ``model_dir`` (uncompressed: safetensors barely compress) and return its sha256."""
@@ -90,10 +99,17 @@ def export(export_id: int) -> None:
 
     work_dir = settings.exports_dir / str(export_id)
     model_dir = work_dir / "model"
-    shutil.rmtree(model_dir, ignore_errors=True)
-    build_export_dir(plan, work_dir, model_dir, settings.export_max_shard_bytes)
     archive = work_dir / "model.tar"
-    sha256 = write_archive(model_dir, archive, plan.root_name)
+    try:
+        shutil.rmtree(model_dir, ignore_errors=True)
+        build_export_dir(plan, work_dir, model_dir, settings.export_max_shard_bytes)
+        sha256 = write_archive(model_dir, archive, plan.root_name)
+    except BaseException:
+        # A failed export (a full disk, most often) leaves nothing half-written behind to hold
+        # the space a retry needs.
+        for partial in PARTIAL_OUTPUTS:
+            remove(work_dir / partial)
+        raise
     shutil.rmtree(model_dir)
     with session_scope() as session:
         move(

@@ -24,6 +24,7 @@ from app.models import Checkpoint, Job, JobEvent, JobStatus
 from app.runs import TRAINER_CONFIG_FILE
 from app.states import move
 from worker.child import ReportedFailure
+from worker.db_retry import retry_database
 from worker.training.distributed import gather
 from worker.training.health import Alarm, HealthMonitor, MicroBatch, early_stopping_alarm
 from worker.training.progress import ProgressWriter
@@ -95,10 +96,13 @@ class StudioCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        # Training waits for a database that is briefly away: a saved checkpoint unrecorded
+        # could not be resumed from.
+        retry_database(lambda: self._record_checkpoint(state.global_step, path), "checkpoint")
+
+    def _record_checkpoint(self, step: int, path: Path) -> None:
         with session_scope() as session:
-            session.add(
-                Checkpoint(job_id=self.job_id, step=state.global_step, path=self._rel(path))
-            )
+            session.add(Checkpoint(job_id=self.job_id, step=step, path=self._rel(path)))
             # save_total_limit has already deleted the oldest directories: forget them too, so
             # the studio never offers a checkpoint whose files are gone.
             for old in session.scalars(
@@ -154,9 +158,14 @@ def write_trainer_config(
 def record_alarms(job_id: int, alarms: Sequence[Alarm]) -> None:
     if not alarms:
         return
+    for alarm in alarms:
+        print(f"[{alarm.severity}] {alarm.message}", flush=True)  # for the log tail too
+    retry_database(lambda: _add_alarms(job_id, alarms), "alarms")
+
+
+def _add_alarms(job_id: int, alarms: Sequence[Alarm]) -> None:
     with session_scope() as session:
         for alarm in alarms:
-            print(f"[{alarm.severity}] {alarm.message}", flush=True)  # for the log tail too
             session.add(
                 JobEvent(
                     job_id=job_id,

@@ -7,12 +7,13 @@ folds them into the weights the run starts from.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.chaining import is_complete, lineage
+from app.chaining import TRAINER_STATE, is_complete, lineage
 from app.models import Checkpoint, Job
 from worker.checkpoints import Stage
 
@@ -55,3 +56,17 @@ def forget_resume_checkpoint(session: Session, job_id: int, attempt: int) -> Non
         .where(Job.id == job_id, Job.attempt == attempt)
         .values(resume_checkpoint_id=None)
     )
+
+
+def discard_incomplete_checkpoints(output_dir: Path) -> list[Path]:
+    """Remove the checkpoint folders a stopped run left half-written (no trainer state, which
+    the trainer writes last): never recorded, nothing resumes from them, and after a full disk
+    they hold the space the resume needs. Call once none of the attempt's processes is left."""
+    partial = [
+        folder
+        for folder in output_dir.glob("checkpoint-*")
+        if folder.is_dir() and not (folder / TRAINER_STATE).is_file()
+    ]
+    for folder in partial:
+        shutil.rmtree(folder, ignore_errors=True)
+    return partial

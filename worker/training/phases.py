@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 from app.db import session_scope
 from app.models import JobEvent
 from app.runs import PHASE_EVENT
+from worker.db_retry import retry_database
 
 
 def process_started_at() -> float | None:
@@ -34,6 +35,11 @@ def process_started_at() -> float | None:
     return boot + int(stat[19]) / os.sysconf("SC_CLK_TCK")
 
 
+def _add_event(values: dict[str, object]) -> None:
+    with session_scope() as session:
+        session.add(JobEvent(**values))
+
+
 class PhaseClock:
     def __init__(self, job_id: int, *, record: bool = True) -> None:
         self.job_id = job_id
@@ -45,21 +51,19 @@ class PhaseClock:
         print(f"phase {name}: {seconds:.2f} s", flush=True)
         if not self.record_events:
             return
-        with session_scope() as session:
-            session.add(
-                JobEvent(
-                    job_id=self.job_id,
-                    kind=PHASE_EVENT,
-                    severity="info",
-                    message=f"{name}: {seconds:.2f} s",
-                    details={
-                        "phase": name,
-                        "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
-                        "seconds": round(seconds, 3),
-                        **details,
-                    },
-                )
-            )
+        event = {
+            "job_id": self.job_id,
+            "kind": PHASE_EVENT,
+            "severity": "info",
+            "message": f"{name}: {seconds:.2f} s",
+            "details": {
+                "phase": name,
+                "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
+                "seconds": round(seconds, 3),
+                **details,
+            },
+        }
+        retry_database(lambda: _add_event(event), f"phase {name}")
 
     @contextmanager
     def phase(self, name: str) -> Iterator[dict[str, object]]:

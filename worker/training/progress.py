@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from app.db import session_scope
 from app.models import Job, JobStatus, Metric, utcnow
 from app.states import move
+from worker.db_retry import retry_database
 
 FLUSH_SECONDS = 0.5
 
@@ -47,12 +48,13 @@ class ProgressWriter:
             self._queue.append({"step": step, "created_at": utcnow(), **values})
 
     def close(self) -> None:
-        """Stop the thread and write what is left (idempotent)."""
+        """Stop the thread and write what is left (idempotent), waiting out a database that is
+        briefly away."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self.flush()
+        retry_database(self.flush, "metrics")
 
     def flush(self) -> None:
         """Write the queued rows and the job's step in one transaction, then check the

@@ -33,6 +33,7 @@ from app.spec import TrainingSpec
 from app.states import move
 from worker.checkpoints import load_weights, materialize_start, training_dtype
 from worker.child import ReportedFailure, run_child_main
+from worker.db_retry import retry_database
 from worker.devices import current_cuda_device, detect_devices, resolved_device_config
 from worker.kernels import liger_model_types, resolve_liger
 from worker.training.adapters import apply_freeze, freeze_plan
@@ -68,13 +69,19 @@ from worker.training.mapping import (
     quantization_config,
 )
 from worker.training.methods import worker_method
+from worker.training.oom import reporting_out_of_memory
 from worker.training.packing import quiet_isolation_warnings
 from worker.training.phases import PhaseCallback, PhaseClock, process_started_at
+from worker.training.preemption import PreemptionCallback
 from worker.training.rl import reward_model_dir
 from worker.training.stop_check import run_stop_check
 
 PARAMETERS_FILE = "parameters.json"  # in the job's output dir
-OOM_ADVICE = "lower per_device_train_batch_size or max_length"
+# Out of memory before the spec is read; later, ``worker.training.oom`` names its batch and length.
+OOM_ADVICE = (
+    "lower per_device_train_batch_size or max_length, turn gradient_checkpointing on, or train a "
+    "QLoRA adapter"
+)
 
 
 def load_model(
@@ -209,6 +216,8 @@ def check_strategy_engaged(spec: TrainingSpec, trainer: Any) -> None:
 
 def train(job_id: int) -> None:
     entered = time.time()
+    preemption = PreemptionCallback()
+    preemption.listen()
     settings = get_settings()
     quiet_isolation_warnings()
     with session_scope() as session:
@@ -300,7 +309,7 @@ def train(job_id: int) -> None:
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=peft_config(spec, model_path),
-        callbacks=[studio, *health.callbacks(), SyncStopCallback(), phases],
+        callbacks=[preemption, studio, *health.callbacks(), SyncStopCallback(), phases],
         **entry.trainer_extras(spec, reward_dir, tokenizer),
     )
     check_strategy_engaged(spec, trainer)
@@ -316,16 +325,18 @@ def train(job_id: int) -> None:
     resume = str(resume_from) if resume_from and entry.resumes else None
     phases.start()
     try:
-        trainer.train(**({"resume_from_checkpoint": resume} if entry.resumes else {}))
+        with reporting_out_of_memory(spec, resolved["recompute_activations"]):
+            trainer.train(**({"resume_from_checkpoint": resume} if entry.resumes else {}))
     except BaseException:
         with contextlib.suppress(Exception):  # keep the metrics logged before the failure,
             studio.close()  # but report the failure, not a database error on the way out
         raise
     studio.close()
     health.raise_on_failure()  # a NaN loss: the run fails, no final model
+    preemption.raise_if_stopped()  # saved a checkpoint for the worker's shutdown: no final model
 
-    with session_scope() as session:
-        over = attempt_over(session, job_id, attempt)  # cancelled, or requeued meanwhile
+    # cancelled, or requeued meanwhile
+    over = retry_database(lambda: _attempt_over(job_id, attempt), "checking the job")
     if agree(over):  # every rank takes the same way: saving is collective under sharding
         return
     final_dir = output_dir / "final"
@@ -343,6 +354,18 @@ def train(job_id: int) -> None:
         with clock.phase("stop check") as details:
             stop_check = check_stopping(spec, trainer.model, encoder, rows)
             details["prompts"] = (stop_check or {}).get("prompts", 0)
+    final_path = str(final_dir.resolve().relative_to(settings.jobs_dir.resolve()))
+    final = (job_id, attempt, trainer.state.global_step, final_path, stop_check)
+    retry_database(lambda: record_final(*final), "recording the final model")
+
+
+def _attempt_over(job_id: int, attempt: int) -> bool:
+    with session_scope() as session:
+        return attempt_over(session, job_id, attempt)
+
+
+def record_final(job_id: int, attempt: int, step: int, path: str, stop_check: dict | None) -> None:
+    """The final model's checkpoint and the stop check, while this attempt still runs the job."""
     with session_scope() as session:
         running = JobStatus.running
         if not move(
@@ -350,13 +373,7 @@ def train(job_id: int) -> None:
         ):
             return  # no longer this attempt's job: its final model is not recorded
         session.add(
-            Checkpoint(
-                job_id=job_id,
-                step=trainer.state.global_step,
-                is_final=True,
-                path=str(final_dir.resolve().relative_to(settings.jobs_dir.resolve())),
-                stop_check=stop_check,
-            )
+            Checkpoint(job_id=job_id, step=step, is_final=True, path=path, stop_check=stop_check)
         )
 
 

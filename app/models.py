@@ -23,6 +23,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
 
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: 32 bits on Postgres
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.methods import METHOD_NAMES, METHODS, methods_with_field
+from app.models import MAX_ID
 
 # 2: packing on by default (version 1 stored packing false for every method).
 SPEC_VERSION = 2
@@ -144,7 +145,10 @@ class TrainingSpec(BaseModel):
     learning_rate: float = knob(2e-4, "Peak learning rate.", gt=0, le=1.0)
     lr_scheduler_type: Scheduler = knob("cosine", "Learning-rate schedule after warmup.")
     warmup_steps: float = knob(
-        0.03, "Linear warmup: a whole number of steps, or a share of all steps below 1.", ge=0
+        0.03,
+        "Linear warmup: a whole number of steps, or a share of all steps below 1.",
+        ge=0,
+        le=1_000_000,
     )
     weight_decay: float = knob(0.0, "AdamW weight decay.", ge=0, le=1)
     max_grad_norm: float = knob(1.0, "Gradient clipping norm (0: off).", ge=0, le=100)
@@ -338,12 +342,14 @@ class TrainingSpec(BaseModel):
         "PPO / GRPO: a checkpoint of one of your reward-model runs that scores the answers.",
         "method",
         ge=1,
+        le=MAX_ID,
     )
     reward_model: int | None = knob(
         None,
         "PPO / GRPO: a registered base model (a sequence classifier) that scores the answers.",
         "method",
         ge=1,
+        le=MAX_ID,
     )
     center_rewards_coefficient: float = knob(
         0.0,
@@ -363,9 +369,15 @@ class TrainingSpec(BaseModel):
         le=100_000,
     )
     save_steps: int = knob(
-        500, "Save a checkpoint every N steps (a final one is always saved).", "logging", ge=1
+        500,
+        "Save a checkpoint every N steps (a final one is always saved).",
+        "logging",
+        ge=1,
+        le=1_000_000,
     )
-    save_total_limit: int = knob(3, "Keep at most N intermediate checkpoints.", "logging", ge=1)
+    save_total_limit: int = knob(
+        3, "Keep at most N intermediate checkpoints.", "logging", ge=1, le=10_000
+    )
     # Early stopping (names as in transformers' EarlyStoppingCallback); needs an eval dataset.
     early_stopping_patience: int = knob(
         0,

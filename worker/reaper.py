@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from app.broker import enqueue_job
+from app.broker import BrokerUnavailable, enqueue_job
 from app.db import session_scope
 from app.jobs import reap_job, stale_jobs
 from app.models import Job, JobStatus
 from app.settings import get_settings
 from worker.job_processes import stop_job_processes
+from worker.redispatch import note_unsent
 
 logger = logging.getLogger(__name__)
 
@@ -54,5 +55,8 @@ def requeue_job(job_id: int, attempt: int) -> bool:
         job = session.get(Job, job_id)
         if job is None:
             return False
-        enqueue_job(job)
+        try:
+            enqueue_job(job)
+        except BrokerUnavailable:
+            note_unsent()  # queued in the database: sent again once the broker answers
     return True

@@ -161,11 +161,16 @@ class _Registration:
 
 def _reap() -> None:
     from worker.reaper import reap_lost_jobs
+    from worker.redispatch import redispatch_if_lost
 
     try:
         reap_lost_jobs()  # a dead host's jobs are requeued without a restart there
     except Exception:
         logger.exception("reaping lost jobs failed")
+    try:
+        redispatch_if_lost()  # Redis came back empty: what was queued is sent again
+    except Exception:
+        logger.exception("sending queued items again failed")
 
 
 registration = _Registration()

@@ -10,7 +10,7 @@ from pathlib import Path
 from celery.signals import worker_shutting_down
 from sqlalchemy.exc import DBAPIError
 
-from app.broker import enqueue_job
+from app.broker import BrokerUnavailable, enqueue_job
 from app.db import session_scope
 from app.jobs import cancel_requested, transition
 from app.launch import launch_plan
@@ -23,6 +23,7 @@ from worker.db_retry import is_database_outage, retry_database
 from worker.evaluation.supervise import supervise_evaluation
 from worker.job_processes import MARKER_VARIABLE, marker, stop_job_processes
 from worker.reaper import requeue_job
+from worker.redispatch import note_unsent
 from worker.registration import owns_cuda, registration, set_current_job
 from worker.supervise import ChildResult, run_child, run_unattended
 from worker.training.chaining import discard_incomplete_checkpoints
@@ -96,7 +97,10 @@ def _pass_on(job_id: int) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is not None and job.status == JobStatus.queued:
-            enqueue_job(job)
+            try:
+                enqueue_job(job)
+            except BrokerUnavailable:
+                note_unsent()  # another worker's reap sends it again
 
 
 def _finish(job_id: int, attempt: int, status: JobStatus, error: str | None) -> None:

@@ -153,10 +153,10 @@ def decontaminate(
     if len(report.flagged_train) >= report.train_rows:
         raise GovernanceError("every training row is flagged; nothing would remain")
     op = {"op": "decontaminate", "params": {"against": eval_set.id, **asdict(options)}}
-    writer = VersionWriter(session, train, version_name(train, "decontaminated"), op)
-    for train_index, row in iter_rows(session, train.id):
-        if train_index not in report.flagged_train:
-            writer.add(row)
-    return writer.finish(
-        **report.summary(), rows_in=report.train_rows, rows_out=writer.dataset.num_rows
-    )
+    with VersionWriter(session, train, version_name(train, "decontaminated"), op) as writer:
+        for train_index, row in iter_rows(session, train.id):
+            if train_index not in report.flagged_train:
+                writer.add(row)
+        return writer.finish(
+            **report.summary(), rows_in=report.train_rows, rows_out=writer.dataset.num_rows
+        )

@@ -186,11 +186,11 @@ def apply_dedup(
     if len(removed) >= report.rows:
         raise GovernanceError("dedup would remove every row")
     op = {"op": "dedup", "params": asdict(options)}
-    writer = VersionWriter(session, dataset, version_name(dataset, "dedup"), op)
-    for index, row in iter_rows(session, dataset.id):
-        if index not in removed:
-            writer.add(row)
-    return writer.finish(**report.summary())
+    with VersionWriter(session, dataset, version_name(dataset, "dedup"), op) as writer:
+        for index, row in iter_rows(session, dataset.id):
+            if index not in removed:
+                writer.add(row)
+        return writer.finish(**report.summary())
 
 
 # -- split -----------------------------------------------------------------------------------
@@ -203,17 +203,20 @@ def _value_key(value: Any) -> str:
 def _write_split(
     session: Session, dataset: Dataset, op: dict[str, Any], to_eval: Iterator[bool]
 ) -> tuple[Dataset, Dataset]:
-    train = VersionWriter(session, dataset, version_name(dataset, "train"), {**op, "part": "train"})
-    held = VersionWriter(session, dataset, version_name(dataset, "eval"), {**op, "part": "eval"})
-    for (_, row), is_eval in zip(iter_rows(session, dataset.id), to_eval, strict=False):
-        (held if is_eval else train).add(row)
-    if not train.dataset.num_rows or not held.dataset.num_rows:
-        raise GovernanceError(
-            f"the split leaves {train.dataset.num_rows} training and "
-            f"{held.dataset.num_rows} eval rows; both need at least one"
-        )
-    counts = {"train_rows": train.dataset.num_rows, "eval_rows": held.dataset.num_rows}
-    return train.finish(**counts), held.finish(**counts)
+    train_op, eval_op = {**op, "part": "train"}, {**op, "part": "eval"}
+    with (
+        VersionWriter(session, dataset, version_name(dataset, "train"), train_op) as train,
+        VersionWriter(session, dataset, version_name(dataset, "eval"), eval_op) as held,
+    ):
+        for (_, row), is_eval in zip(iter_rows(session, dataset.id), to_eval, strict=False):
+            (held if is_eval else train).add(row)
+        if not train.dataset.num_rows or not held.dataset.num_rows:
+            raise GovernanceError(
+                f"the split leaves {train.dataset.num_rows} training and "
+                f"{held.dataset.num_rows} eval rows; both need at least one"
+            )
+        counts = {"train_rows": train.dataset.num_rows, "eval_rows": held.dataset.num_rows}
+        return train.finish(**counts), held.finish(**counts)
 
 
 def eval_mask(rows: int, eval_ratio: float, seed: int) -> np.ndarray:
@@ -309,25 +312,24 @@ def filter_rows(
     if spec.needs_tokens and counter is None:
         raise GovernanceError("a token-length filter needs a base model with a tokenizer")
     params = spec.params() | ({"model": counter.model_name} if spec.needs_tokens else {})
-    writer = VersionWriter(
-        session, dataset, version_name(dataset, "filtered"), {"op": "filter", "params": params}
-    )
-    seen = 0
-    pending: list[dict[str, Any]] = []
+    op = {"op": "filter", "params": params}
+    with VersionWriter(session, dataset, version_name(dataset, "filtered"), op) as writer:
+        seen = 0
+        pending: list[dict[str, Any]] = []
 
-    def flush() -> None:
-        lengths = counter.lengths(pending) if spec.needs_tokens else [None] * len(pending)
-        for row, tokens in zip(pending, lengths, strict=True):
-            if _keeps(spec, row, tokens):
-                writer.add(row)
-        pending.clear()
+        def flush() -> None:
+            lengths = counter.lengths(pending) if spec.needs_tokens else [None] * len(pending)
+            for row, tokens in zip(pending, lengths, strict=True):
+                if _keeps(spec, row, tokens):
+                    writer.add(row)
+            pending.clear()
 
-    for _, row in iter_rows(session, dataset.id):
-        seen += 1
-        pending.append(row)
-        if len(pending) >= BATCH_ROWS:
-            flush()
-    flush()
-    if not writer.dataset.num_rows:
-        raise GovernanceError(f"the filter keeps none of the {seen} rows")
-    return writer.finish(rows_in=seen, rows_out=writer.dataset.num_rows)
+        for _, row in iter_rows(session, dataset.id):
+            seen += 1
+            pending.append(row)
+            if len(pending) >= BATCH_ROWS:
+                flush()
+        flush()
+        if not writer.dataset.num_rows:
+            raise GovernanceError(f"the filter keeps none of the {seen} rows")
+        return writer.finish(rows_in=seen, rows_out=writer.dataset.num_rows)

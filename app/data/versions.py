@@ -2,17 +2,22 @@
 
 A governance operation never edits a dataset: it writes a new one whose ``parent_id`` names
 the source and whose ``operation`` records what was done, with its own rows and content hash.
+The new version is staged as an import is (``app.data.staging``): hidden and committed batch by
+batch, so a dedup or a filter of a large dataset never holds the write lock for its length;
+published by ``finish``, discarded when its ``with`` block fails.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.data.rows import RowWriter, content_hash
+from app.data.staging import StagedDataset
 from app.models import Dataset, DatasetRow
 
 BATCH_ROWS = 1000
@@ -61,11 +66,12 @@ def rows_at(session: Session, dataset_id: int, indexes: Iterable[int]) -> dict[i
 
 
 class VersionWriter:
-    """Writes a new version's rows in batches as they come (``RowWriter``), hashing them."""
+    """Writes a new version's rows in committed batches as they come (``RowWriter``), hashing
+    them; use it as a context manager, so a failure discards what was written."""
 
     def __init__(self, session: Session, parent: Dataset, name: str, op: dict[str, Any]) -> None:
         self.session = session
-        self.dataset = Dataset(
+        dataset = Dataset(
             owner_id=parent.owner_id,
             name=name[:200],
             kind=parent.kind,
@@ -78,19 +84,34 @@ class VersionWriter:
             operation=op,
             num_rows=0,
         )
-        session.add(self.dataset)
-        session.flush()
-        self._rows = RowWriter(session, self.dataset.id)
+        self._staged = StagedDataset.start(session, dataset)
+        self.dataset = self._staged.dataset
+        self._rows = RowWriter(session, self.dataset.id, after_flush=self._staged.commit_batch)
+        self._finished = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if not self._finished:  # failed, or refused after writing: nothing of it is kept
+            self._staged.discard()
 
     def add(self, row: dict[str, Any]) -> None:
         self._rows.add(row)
         self.dataset.num_rows += 1
 
     def finish(self, **result: Any) -> Dataset:
+        """Publish the version with ``result`` added to its operation."""
         self._rows.flush()
         self.dataset.content_hash = self._rows.hexdigest()
         self.dataset.operation = {**(self.dataset.operation or {}), **result}
-        self.session.flush()
+        self._staged.publish()
+        self._finished = True
         return self.dataset
 
 

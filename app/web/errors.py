@@ -32,6 +32,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.access import NotFound
+from app.broker import RETRY_AFTER_SECONDS as BROKER_RETRY_AFTER_SECONDS
+from app.broker import BrokerUnavailable
 from app.data.errors import ImportRefused
 from app.db import RETRY_AFTER_SECONDS, database_busy
 from app.web.deps import LoginRequired
@@ -131,6 +133,19 @@ def database_unavailable(request: Request) -> Response:
     )
 
 
+def broker_unavailable(request: Request) -> Response:
+    """503 with Retry-After: the task queue did not take the item's message; the item ended
+    failed saying so (``app.broker``), so a retry cannot run it twice."""
+    return _bare_error(
+        request,
+        503,
+        "Queue unavailable",
+        "the task queue (Redis) did not answer, so nothing was queued and nothing ran; "
+        f"try again in {BROKER_RETRY_AFTER_SECONDS} seconds",
+        headers={"Retry-After": str(BROKER_RETRY_AFTER_SECONDS)},
+    )
+
+
 def install(app: FastAPI) -> None:
     """The exception handlers: API errors as JSON (422 in the one shape), pages for browsers;
     the OpenAPI schema documents that shape for every 422."""
@@ -168,6 +183,10 @@ def install(app: FastAPI) -> None:
         if database_busy(exc):
             return database_unavailable(request)
         raise exc  # a fault: the server's 500, with its traceback in the log
+
+    @app.exception_handler(BrokerUnavailable)
+    async def broker_error(request: Request, exc: BrokerUnavailable) -> Response:
+        return broker_unavailable(request)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:

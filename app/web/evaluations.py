@@ -98,7 +98,7 @@ def post_evaluation(body: EvaluationIn, session: SessionDep, user: CurrentUser) 
     except EvaluationRequestError as exc:
         return invalid_fields(exc.errors)
     session.commit()
-    broker.enqueue_evaluation(evaluation.id)
+    broker.enqueue_evaluation(evaluation.id, fail_unsent=True)
     return evaluation_json(session, evaluation)
 
 
@@ -228,7 +228,7 @@ def evaluate_from_page(
         message = "; ".join(e["msg"] for e in exc.errors)
         return _panel(request, session, user, job, error=message, status_code=422)
     session.commit()
-    broker.enqueue_evaluation(evaluation.id)
+    broker.enqueue_evaluation(evaluation.id, fail_unsent=True)
     if is_htmx(request):
         return _panel(request, session, user, job)
     return RedirectResponse(f"/jobs/{job.id}/evaluations", status_code=303)

@@ -44,7 +44,7 @@ def post_export(
     except ExportRequestError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     session.commit()
-    broker.enqueue_export(export.id)
+    broker.enqueue_export(export.id, fail_unsent=True)
     return export_json(export)
 
 
@@ -86,7 +86,7 @@ def export_from_page(
     except ExportRequestError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     session.commit()
-    broker.enqueue_export(export.id)
+    broker.enqueue_export(export.id, fail_unsent=True)
     return RedirectResponse(f"/jobs/{checkpoint.job_id}", status_code=303)
 
 

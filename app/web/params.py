@@ -1,7 +1,8 @@
 """The bounds of every number a route takes: one ``Annotated`` alias per kind.
 
-SQLite and Postgres keep integers in at most 64 bits, so an id, offset or page past 2^63 - 1
-used to reach the database and fail there (a 500). Every integer a route reads (path, query,
+SQLite and Postgres keep integers in at most 64 bits, and an id column on Postgres is a 32-bit
+INTEGER, so an id past 2^31 - 1, or an offset or page past 2^63 - 1, used to reach the database
+and fail there (a 500). Every integer a route reads (path, query,
 header, JSON body, form) is one of these aliases, so an absurd number is refused before the
 handler runs: a 422 in the one shape (``app.web.errors``) for /api/, the 422 error page for the
 browser. A form whose text a handler parses itself checks each number with ``out_of_range``
@@ -15,6 +16,8 @@ from typing import Annotated
 
 from fastapi import Form, Header, Path, Query
 from pydantic import AfterValidator, Field
+
+from app.models import MAX_ID
 
 MAX_INT = 2**63 - 1  # the largest integer SQLite and Postgres (bigint) store
 MAX_PAGE = MAX_INT // 1000  # pages of up to 1000 rows keep their offset within MAX_INT
@@ -35,7 +38,7 @@ def _numbers_fit(text: str) -> str:
     """A reference that is a name or a number (a base model "id or name", ``checkpoint:<id>``):
     a number in it must fit the database, so it is never sent there too large."""
     tail = text.strip().rpartition(":")[2]
-    if tail.isdigit() and (problem := out_of_range(tail)):
+    if tail.isdigit() and (problem := out_of_range(tail, 0, MAX_ID)):
         raise ValueError(f"the number {tail[:40]} {problem}")
     return text
 
@@ -44,23 +47,25 @@ def _ids_fit(text: str) -> str:
     """Comma-separated ids (``ids=1,2``): each number must fit; app.runs judges the rest."""
     for part in text.split(","):
         part = part.strip()
-        if part.isdigit() and (problem := out_of_range(part, 1)):
+        if part.isdigit() and (problem := out_of_range(part, 1, MAX_ID)):
             raise ValueError(f"id {part[:40]} {problem}")
     return text
 
 
 # -- path ---------------------------------------------------------------------------------------
 
-ObjectId = Annotated[int, Path(ge=1, le=MAX_INT, description="an id (1 to 2^63 - 1)")]
-RowIndex = Annotated[int, Path(ge=0, le=MAX_INT, description="a row's index in its dataset")]
-VersionNumber = Annotated[int, Path(ge=1, le=MAX_INT, description="a template version number")]
+ObjectId = Annotated[int, Path(ge=1, le=MAX_ID, description="an id (1 to 2^31 - 1)")]
+RowIndex = Annotated[int, Path(ge=0, le=MAX_ID, description="a row's index in its dataset")]
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_ID, description="a template version number")]
 
 # -- query --------------------------------------------------------------------------------------
 
-IdQuery = Annotated[int | None, Query(ge=1, le=MAX_INT, description="an id (1 to 2^63 - 1)")]
-VersionQuery = Annotated[int | None, Query(ge=1, le=MAX_INT, description="a version number")]
+IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="an id (1 to 2^31 - 1)")]
+VersionQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="a version number")]
 Offset = Annotated[int, Query(ge=0, le=MAX_INT, description="how many to skip (bytes or rows)")]
-After = Annotated[int, Query(ge=0, le=MAX_INT, description="the last id the client already has")]
+# Metric ids are BIGINT (a metric row per logged step adds up); job event ids are INTEGER.
+After = Annotated[int, Query(ge=0, le=MAX_INT, description="the last metric id the client has")]
+EventsAfter = Annotated[int, Query(ge=0, le=MAX_ID, description="the last event id it has")]
 Limit = Annotated[int, Query(ge=1, le=MAX_ROWS_PER_REQUEST, description="at most this many")]
 Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="the page, from 1")]
 TokenLength = Annotated[
@@ -81,11 +86,11 @@ LastEventId = Annotated[
 
 # -- JSON bodies (pydantic fields) and forms ----------------------------------------------------
 
-IdField = Annotated[int, Field(ge=1, le=MAX_INT)]
+IdField = Annotated[int, Field(ge=1, le=MAX_ID)]
 CountField = Annotated[int, Field(ge=0, le=MAX_INT)]
 SeedField = Annotated[int, Field(ge=0, le=2**32 - 1)]
 TokenLengthField = Annotated[int, Field(ge=1, le=MAX_TOKEN_LENGTH)]
 RefText = Annotated[str, Field(max_length=200), AfterValidator(_numbers_fit)]
 # A base model by id or by name (JSON bodies take either).
 RefField = IdField | RefText
-FormId = Annotated[int, Form(ge=1, le=MAX_INT)]
+FormId = Annotated[int, Form(ge=1, le=MAX_ID)]

@@ -1,6 +1,6 @@
-"""An import's dataset while it is written (app.data.staging): hidden until published, its
-batches committed as they go, and, when its process died, found by its stale heartbeat and
-removed with its rows."""
+"""An import's dataset, or a governance version, while it is written (app.data.staging):
+hidden until published, its batches committed as they go, and, when its process died, found by
+its stale heartbeat and removed with its rows."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.access import NotFound, get_owned
+from app.data.governance import FilterSpec, GovernanceError, filter_rows, split_by_column
 from app.data.rows import RowWriter
 from app.data.staging import (
     ABANDONED_AFTER,
@@ -18,6 +19,7 @@ from app.data.staging import (
     discard_dataset,
     remove_abandoned_imports,
 )
+from app.data.versions import VersionWriter
 from app.db import get_sessionmaker, session_scope
 from app.models import DATASET_IMPORTING, DATASET_READY, Dataset, DatasetRow, User, utcnow
 from app.queries import list_datasets
@@ -100,3 +102,46 @@ def test_a_published_import_is_listed_and_never_removed(owner: User) -> None:
         assert dataset.status == DATASET_READY and dataset.heartbeat_at is None
         remove_abandoned_imports(session, now=utcnow() + ABANDONED_AFTER * 2)
         assert session.get(Dataset, staged.dataset_id) is not None
+
+
+def _text_dataset(session, owner: User, rows: int) -> Dataset:
+    dataset = Dataset(owner_id=owner.id, name="source", kind="text", format="text")
+    session.add(dataset)
+    session.flush()
+    writer = RowWriter(session, dataset.id)
+    writer.add_all({"text": f"row {i:04d}"} for i in range(rows))
+    writer.flush()
+    dataset.num_rows = rows
+    session.commit()
+    return dataset
+
+
+def test_a_version_is_staged_and_a_refused_one_leaves_nothing(owner: User) -> None:
+    """Governance versions are written as imports are: committed in batches while hidden."""
+    session = get_sessionmaker()()
+    try:
+        source = _text_dataset(session, owner, rows=30)
+        before = session.scalar(select(func.count()).select_from(Dataset))
+        with VersionWriter(session, source, "half", {"op": "test"}) as writer:
+            writer._rows.batch_rows = 10
+            for i in range(25):
+                writer.add({"text": f"kept {i}"})
+            other = get_sessionmaker()()  # another request, meanwhile
+            try:
+                assert _rows(other, writer.dataset.id) == 20  # committed batch by batch
+                with pytest.raises(NotFound):
+                    get_owned(other, Dataset, writer.dataset.id, owner)
+            finally:
+                other.close()
+            published = writer.finish()
+        assert get_owned(session, Dataset, published.id, owner).num_rows == 25
+        assert _rows(session, published.id) == 25
+
+        with pytest.raises(GovernanceError):  # refused after writing every row
+            filter_rows(session, source, FilterSpec(search="nowhere"), None)
+        assert session.scalar(select(func.count()).select_from(Dataset)) == before + 1
+        with pytest.raises(GovernanceError):  # a split that leaves no eval rows
+            split_by_column(session, source, "text", ["no such value"])
+        assert session.scalar(select(func.count()).select_from(Dataset)) == before + 1
+    finally:
+        session.close()

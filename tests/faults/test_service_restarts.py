@@ -104,11 +104,17 @@ def test_a_redis_restart_mid_run(studio: Studio, servers: Servers, dataset_id: i
     body = job_body("tiny-llama", dataset_id, None, max_steps=MAX_STEPS, save_steps=20)
     job_id = submit(studio.client, studio.account, body)
     wait_for_steps(studio.client, studio.account, job_id, 3)
+    # queued behind it: its message is in Redis, which restarts empty (no persistence)
+    waiting = submit(
+        studio.client, studio.account, job_body("tiny-llama", dataset_id, None, max_steps=2)
+    )
 
     answers = _outage(studio, job_id, redis.stop, redis.start)
     assert {status for _, status in answers} == {200}, answers  # the API reads no broker
 
     _trains_to_the_end(studio, job_id)
+    # the worker found Redis's mark gone and sent what was queued again
+    assert wait_for_job(studio.client, studio.account, waiting)["status"] == "succeeded"
     # the worker reconnected: a job queued after the restart runs
     after = submit(
         studio.client, studio.account, job_body("tiny-llama", dataset_id, None, max_steps=2)
@@ -138,13 +144,7 @@ def test_a_postgres_restart_mid_run(studio: Studio, servers: Servers, dataset_id
     _no_job_left_running(studio)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="POST /api/jobs commits the job, then its enqueue raises kombu's OperationalError: "
-    "a 500, and the job stays queued with no message. Needs app/web (a 503 for broker errors) "
-    "and app/broker (enqueue before answering 201, or mark the job unqueued)",
-)
-def test_a_job_submitted_while_redis_is_down_is_refused_or_runs(
+def test_a_job_submitted_while_redis_is_down_is_refused_and_nothing_runs(
     studio: Studio, servers: Servers, dataset_id: int
 ) -> None:
     _, redis = servers
@@ -156,7 +156,14 @@ def test_a_job_submitted_while_redis_is_down_is_refused_or_runs(
         pytest.fail(f"no answer: {exc}")
     finally:
         redis.start()
-    assert response.status_code in (201, 503), response.text
-    if response.status_code == 201:
-        done = wait_for_job(studio.client, studio.account, response.json()["id"], timeout=120)
-        assert done["status"] == "succeeded"
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) > 0
+    assert "nothing was queued" in response.json()["detail"]
+    # the job it had committed ended failed, saying why: a retry cannot run it twice
+    jobs = studio.client.get("/api/jobs", headers=studio.account.headers).json()
+    unsent = [job for job in jobs if job["status"] == "failed" and "not queued" in job["error"]]
+    assert len(unsent) == 1, jobs
+    # the worker reconnected: submitted again, it runs
+    again = submit(studio.client, studio.account, body)
+    assert wait_for_job(studio.client, studio.account, again, timeout=120)["status"] == "succeeded"
+    _no_job_left_running(studio)

@@ -237,3 +237,16 @@ def test_a_version_1_spec_reads_as_it_was_made() -> None:
     old = TrainingSpec.from_stored(sft, 1)
     assert (old.packing, old.liger_kernels) == (False, "off")  # a resumed run trains as before
     assert TrainingSpec.from_stored(TrainingSpec().model_dump(), 2) == TrainingSpec()
+
+
+def test_every_number_of_the_spec_has_bounds_a_database_and_a_trainer_accept() -> None:
+    """An unbounded knob once reached the database or the trainer past 2^63 (a 500)."""
+    schema = TrainingSpec.model_json_schema()["properties"]
+    for name, prop in schema.items():
+        branches = prop.get("anyOf", [prop])
+        for branch in branches:
+            if branch.get("type") in ("integer", "number") and "enum" not in branch:
+                top = branch.get("maximum", branch.get("exclusiveMaximum"))
+                assert top is not None and top <= 2**31 - 1, (name, branch)
+    with pytest.raises(ValueError, match="save_steps"):
+        TrainingSpec(save_steps=2**63)

@@ -29,7 +29,7 @@ from app.data.tokens import models_with_tokenizer
 from app.models import ChatTemplate, Dataset, User
 from app.queries import list_datasets
 from app.web.deps import FormValues, PageUser, SessionDep
-from app.web.params import MAX_INT, MAX_TOKEN_LENGTH, IdQuery, ObjectId, VersionQuery, out_of_range
+from app.web.params import MAX_ID, MAX_TOKEN_LENGTH, IdQuery, ObjectId, VersionQuery, out_of_range
 from app.web.rendering import render
 
 router = APIRouter(include_in_schema=False)
@@ -53,7 +53,7 @@ def _drawn(sequences: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _int(values: dict[str, str], name: str, high: int = MAX_INT) -> int | None:
+def _int(values: dict[str, str], name: str, high: int = MAX_ID) -> int | None:
     """A number of the preview's form: None unless digits; too large a number is the
     preview's error (SeenRequestError), never a query."""
     text = str(values.get(name) or "").strip()
@@ -67,7 +67,7 @@ def _int(values: dict[str, str], name: str, high: int = MAX_INT) -> int | None:
 def _model_ref(values: dict[str, str], name: str = "model") -> str | None:
     """A base model's id or name from the form; an id too large is the preview's error."""
     text = str(values.get(name) or "").strip()
-    if text.isdigit() and (problem := out_of_range(text)):
+    if text.isdigit() and (problem := out_of_range(text, 0, MAX_ID)):
         raise SeenRequestError(f"{name} {problem}")
     return text or None
 

@@ -82,7 +82,7 @@ def post_comparison(body: ComparisonIn, session: SessionDep, user: CurrentUser) 
         session.rollback()
         return _refused(exc)
     session.commit()
-    broker.enqueue_comparison(comparison.id)
+    broker.enqueue_comparison(comparison.id, fail_unsent=True)
     return comparison_json(session, comparison)
 
 
@@ -132,7 +132,7 @@ def post_playground(body: PlaygroundIn, session: SessionDep, user: CurrentUser) 
         session.rollback()
         return _refused(exc)
     session.commit()
-    broker.enqueue_generation(generation.id)
+    broker.enqueue_generation(generation.id, fail_unsent=True)
     return generation_json(generation)
 
 

@@ -16,7 +16,7 @@ from app.access import get_owned
 from app.models import BaseModel, Comparison, User
 from app.queries import list_datasets
 from app.web.deps import PageUser, RawForm, SessionDep
-from app.web.params import ObjectId, out_of_range
+from app.web.params import MAX_ID, ObjectId, out_of_range
 from app.web.rendering import render
 
 router = APIRouter(include_in_schema=False)
@@ -38,7 +38,7 @@ def _form_id(text: Any, name: str) -> int | None:
     text = str(text or "").strip()
     if not text.isdigit():
         return None
-    if problem := out_of_range(text, 1):
+    if problem := out_of_range(text, 1, MAX_ID):
         raise cmp.ComparisonRequestError(f"{name} {problem}")
     return int(text)
 
@@ -112,7 +112,7 @@ def create_comparison_from_form(
         session.rollback()
         return _list_page(request, session, user, values, str(exc), status_code=422)
     session.commit()
-    broker.enqueue_comparison(comparison.id)
+    broker.enqueue_comparison(comparison.id, fail_unsent=True)
     return RedirectResponse(f"/comparisons/{comparison.id}", status_code=303)
 
 

@@ -28,7 +28,7 @@ from app.web.deps import CurrentUser, SessionDep, SettingsDep
 from app.web.errors import invalid_fields
 from app.web.events import job_event_stream, job_log_stream
 from app.web.jobs.schemas import JobIn
-from app.web.params import After, IdsQuery, LastEventId, ObjectId, Offset, RefQuery
+from app.web.params import After, EventsAfter, IdsQuery, LastEventId, ObjectId, Offset, RefQuery
 from app.web.rendering import json_response
 
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -58,7 +58,7 @@ def post_job(body: JobIn, session: SessionDep, user: CurrentUser) -> Any:
     except JobRequestError as exc:
         return invalid_fields(exc.errors)
     session.commit()
-    broker.enqueue_job(job)
+    broker.enqueue_job(job, fail_unsent=True)
     return job_json(job)
 
 
@@ -178,7 +178,7 @@ def get_job_events(
     session: SessionDep,
     user: CurrentUser,
     after: After = 0,
-    events_after: After = 0,
+    events_after: EventsAfter = 0,
     last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """Server-sent events: `metric` (each new metric row, its id as the SSE id), `alarm` (job
@@ -212,7 +212,7 @@ def post_job_resume(
         job = resume_job(session, job, settings.jobs_dir)
     except ResumeRefused as exc:
         raise HTTPException(409, detail=str(exc)) from exc
-    broker.enqueue_job(job)
+    broker.enqueue_job(job, fail_unsent=True)
     return job_json(job)
 
 

@@ -53,7 +53,7 @@ from app.web.forms import (
     shown_fields,
     spec_defaults,
 )
-from app.web.params import IdQuery, IdsListQuery, ObjectId, RefQuery, out_of_range
+from app.web.params import MAX_ID, IdQuery, IdsListQuery, ObjectId, RefQuery, out_of_range
 from app.web.rendering import render, templates
 
 router = APIRouter(include_in_schema=False)
@@ -136,7 +136,7 @@ def _job_form_context(
 def _parent_checkpoint(session: Session, user: User, value: Any) -> Any:
     """The checkpoint a chained run starts from, for the form's note (None if unknown)."""
     text = str(value or "").strip()
-    if not text.isdigit() or out_of_range(text, 1):
+    if not text.isdigit() or out_of_range(text, 1, MAX_ID):
         return None
     with contextlib.suppress(NotFound):
         return get_owned_checkpoint(session, int(text), user)
@@ -149,7 +149,7 @@ def _form_id(values: dict[str, str], name: str, errors: list[dict[str, Any]]) ->
     text = (values.get(name) or "").strip()
     if not text.isdigit():
         return None
-    if problem := out_of_range(text, 1):
+    if problem := out_of_range(text, 1, MAX_ID):
         errors.append({"loc": [name], "msg": f"{name} {problem}", "type": "value_error"})
         return None
     return int(text)
@@ -163,7 +163,7 @@ def _job_request(values: dict[str, str]) -> JobRequest:
         for name in ("dataset_id", "parent_checkpoint_id", "chat_template_id")
     }
     base_model = values.get("base_model", "")
-    if base_model.strip().isdigit() and (problem := out_of_range(base_model.strip(), 1)):
+    if base_model.strip().isdigit() and (problem := out_of_range(base_model.strip(), 1, MAX_ID)):
         errors.append(
             {"loc": ["base_model"], "msg": f"base_model {problem}", "type": "value_error"}
         )
@@ -246,7 +246,7 @@ def create_job_from_form(
         context = _job_form_context(session, settings, user, values, errors)
         return render(request, "job_new.html", context, status_code=422)
     session.commit()
-    broker.enqueue_job(job)
+    broker.enqueue_job(job, fail_unsent=True)
     return _redirect(f"/jobs/{job.id}")
 
 
@@ -269,7 +269,7 @@ def resume_job_from_page(
         resume_job(session, job, settings.jobs_dir)
     except ResumeRefused as exc:
         raise HTTPException(409, detail=str(exc)) from exc
-    broker.enqueue_job(job)
+    broker.enqueue_job(job, fail_unsent=True)
     return _redirect(f"/jobs/{job.id}")
 
 

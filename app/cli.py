@@ -221,8 +221,16 @@ def cmd_worker(args: argparse.Namespace) -> None:
     os.execv(sys.executable, worker_command(args.queues))
 
 
+# A handler doing pure-Python work (a page of 20k token spans) keeps the GIL for up to the switch
+# interval each time another thread asks for it; a quick request (/healthz: a database and a
+# broker round trip) asks dozens of times, so at Python's default 5 ms it waited 150-300 ms.
+WEB_SWITCH_INTERVAL_SECONDS = 0.001
+
+
 def serve(host: str, port: int) -> None:
     import uvicorn
+
+    sys.setswitchinterval(WEB_SWITCH_INTERVAL_SECONDS)
 
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
 

@@ -358,14 +358,20 @@ def stale_jobs(session: Session, stale_after: timedelta) -> list[tuple[int, int]
     return [(job_id, attempt) for job_id, attempt in rows]
 
 
-def reap_job(session: Session, job_id: int, attempt: int) -> dict[int, JobStatus]:
-    """Requeue a lost worker's job (attempt + 1), or fail it once MAX_ATTEMPTS is reached.
-    Returns {job_id: new status} (empty when it had moved on); the caller commits, then
-    enqueues a requeued id. The worker reaps each job in its own transaction, so one job's
-    failure leaves the others reaped."""
+LOST = "the worker was lost (no heartbeat)"
+PREEMPTED = "the worker shut down during the run"
+
+
+def reap_job(
+    session: Session, job_id: int, attempt: int, cause: str = LOST
+) -> dict[int, JobStatus]:
+    """Requeue a job whose attempt ended with its worker (attempt + 1), or fail it once
+    MAX_ATTEMPTS is reached, saying ``cause``. Returns {job_id: new status} (empty when it had
+    moved on); the caller commits, then enqueues a requeued id. The worker reaps each job in
+    its own transaction, so one job's failure leaves the others reaped."""
     if attempt < MAX_ATTEMPTS:
         return _requeue_lost(session, job_id, attempt)
-    error = f"the worker was lost {attempt} times (no heartbeat); giving up"
+    error = f"{cause} on each of its {attempt} attempts; giving up"
     moved = transition(
         session,
         job_id,

@@ -194,3 +194,13 @@ def test_workers_own_their_devices(compose):
             assert index not in owned, f"{name} and {owned[index]} both own GPU {index}"
             owned[index] = name
     assert sorted(owned) == list(range(len(owned))), owned
+
+
+def test_workers_have_time_to_checkpoint_when_stopped(compose):
+    """SIGTERM checkpoints and requeues the run (worker.training.preemption): the grace before
+    Docker's SIGKILL must be long enough to save."""
+    workers = [name for name in compose["services"] if name.startswith("worker")]
+    assert workers
+    for name in workers:
+        grace = compose["services"][name].get("stop_grace_period", "10s")
+        assert grace.endswith("m") and int(grace[:-1]) >= 2, (name, grace)

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from app.broker import BrokerUnavailable, enqueue_job
 from app.db import session_scope
-from app.jobs import reap_job, stale_jobs
+from app.jobs import LOST, reap_job, stale_jobs
 from app.models import Job, JobStatus
 from app.settings import get_settings
 from worker.job_processes import stop_job_processes
@@ -43,12 +43,12 @@ def reap_lost_jobs() -> list[int]:
     return requeued
 
 
-def requeue_job(job_id: int, attempt: int) -> bool:
+def requeue_job(job_id: int, attempt: int, cause: str = LOST) -> bool:
     """Queue this attempt of a running job again as a new one, resuming from its last complete
-    checkpoint, and send it to its queue; at the attempt cap it fails instead. True when it
-    was requeued. Its processes must be gone."""
+    checkpoint, and send it to its queue; at the attempt cap it fails instead, saying
+    ``cause``. True when it was requeued. Its processes must be gone."""
     with session_scope() as session:
-        moved = reap_job(session, job_id, attempt)
+        moved = reap_job(session, job_id, attempt, cause)
     if moved.get(job_id) != JobStatus.queued:
         return False
     with session_scope() as session:

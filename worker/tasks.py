@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.broker import BrokerUnavailable, enqueue_job
 from app.db import session_scope
-from app.jobs import cancel_requested, transition
+from app.jobs import PREEMPTED, cancel_requested, transition
 from app.launch import launch_plan
 from app.models import Comparison, Export, ExportStatus, Generation, Job, JobStatus, utcnow
 from app.settings import get_settings
@@ -61,7 +61,9 @@ def run_job(job_id: int) -> str:
     if result.failure or result.cancelled:
         discard_incomplete_checkpoints(job_dir / "output")
     if _preempted(result):
-        requeued = retry_database(lambda: requeue_job(job_id, attempt), f"job {job_id}: requeue")
+        requeued = retry_database(
+            lambda: requeue_job(job_id, attempt, PREEMPTED), f"job {job_id}: requeue"
+        )
         logger.info("job %s stopped for the worker's shutdown; requeued: %s", job_id, requeued)
         return JobStatus.queued.value
     if result.cancelled:

@@ -9,7 +9,7 @@ Templates come from model directories and from users, so every render is bounded
 - time: a per-render deadline checked on every call and every line of template code, so
   nested loops and runaway recursion stop (``RenderLimitExceeded``), and a cap on loop iterations;
 - memory: every operator, filter, method call, slice and join that builds a value is sized from
-  its operands before it runs (``sandbox_limits``), refused past the per-value limit, and charged
+  its operands before it runs (``limits``), refused past the per-value limit, and charged
   to a per-render budget of what is still alive; the output itself is capped.
 """
 
@@ -43,10 +43,10 @@ from jinja2.sandbox import (
 from jinja2.utils import _PassArg, generate_lorem_ipsum, pass_eval_context
 from markupsafe import Markup, escape
 
-from app.chat import sandbox_limits as limits
+from app.chat import limits
 
 # the errors live with the size guards, which raise them; they are imported from here
-from app.chat.sandbox_limits import RenderLimitExceeded, TemplateError
+from app.chat.limits import RenderLimitExceeded, TemplateError
 
 MAX_TEMPLATE_CHARS = 100_000
 MAX_OUTPUT_CHARS = limits.MAX_VALUE_CHARS
@@ -100,7 +100,7 @@ _PLAIN_PARAMETERS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITI
 
 
 def _guard_filter(name: str, function: Callable) -> Callable:
-    """``function`` with its size guard (see ``sandbox_limits.FILTER_GUARDS``) run on the bound
+    """``function`` with its size guard (see ``limits.FILTER_GUARDS``) run on the bound
     arguments first, and its result charged to the render's budget."""
     guard = limits.FILTER_GUARDS.get(name)
     pass_arg = _PassArg.from_obj(function)

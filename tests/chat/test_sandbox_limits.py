@@ -15,8 +15,9 @@ from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 
 from app.base_models import read_chat_template
-from app.chat import sandbox_limits
+from app.chat import limits
 from app.chat.builtins import BUILTINS
+from app.chat.limits import budget as limits_budget
 from app.chat.sandbox import (
     GenerationMarkers,
     RenderLimitExceeded,
@@ -226,7 +227,7 @@ def test_attacks_are_refused_before_memory_grows(name: str) -> None:
 
 
 def test_loop_iterations_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sandbox_limits, "MAX_LOOP_ITERATIONS", 5000)
+    monkeypatch.setattr(limits_budget, "MAX_LOOP_ITERATIONS", 5000)
     nested = "{% for i in range(100) %}{% for j in range(100) %}{% endfor %}{% endfor %}"
     with pytest.raises(RenderLimitExceeded, match="loops would exceed 5000 iterations"):
         render_chat(nested, MESSAGES)
@@ -308,11 +309,11 @@ def test_value_sizes_bound_str_repr_and_json() -> None:
     rng = random.Random(7)
     for _ in range(3000):
         value = _random_value(rng)
-        assert sandbox_limits.text_size(value) >= len(str(value)), value
-        literal = sandbox_limits.literal_size(value)
+        assert limits.text_size(value) >= len(str(value)), value
+        literal = limits.literal_size(value)
         assert literal >= len(repr(value)), value
         assert literal >= len(json.dumps(value, ensure_ascii=False)), value
-        ascii_only = sandbox_limits.literal_size(value, ascii_only=True)
+        ascii_only = limits.literal_size(value, ascii_only=True)
         assert ascii_only >= max(len(ascii(value)), len(json.dumps(value))), value
 
 
@@ -348,7 +349,7 @@ def test_str_format_sizes_bound_what_python_builds() -> None:
         )
         checked += _check_bound(
             lambda t=template, a=args: formatter.vformat(t, a, {}),
-            lambda t=template, a=args: sandbox_limits.format_size(t, a, {}, formatter),
+            lambda t=template, a=args: limits.format_size(t, a, {}, formatter),
         )
     assert checked > 1000
 
@@ -372,13 +373,11 @@ def test_printf_sizes_bound_what_python_builds() -> None:
         operand = args[0] if len(args) == 1 and rng.random() < 0.5 else tuple(args)
         checked += _check_bound(
             lambda f=fmt, o=operand: f % o,
-            lambda f=fmt, o=operand: sandbox_limits.printf_size(f, o),
+            lambda f=fmt, o=operand: limits.printf_size(f, o),
         )
     keyed = {"k": "v" * 20, "n": 10**20}
     for fmt in ("%(k)s", "%(k)30s|%(n)d", "%(k).3s%(n)x", "%(k)r%%"):
-        checked += _check_bound(
-            lambda f=fmt: f % keyed, lambda f=fmt: sandbox_limits.printf_size(f, keyed)
-        )
+        checked += _check_bound(lambda f=fmt: f % keyed, lambda f=fmt: limits.printf_size(f, keyed))
     assert checked > 2000
 
 

@@ -37,7 +37,7 @@ def dataset_id(client, alice: Account, tiny_model: str) -> int:
 def enqueued(monkeypatch) -> list[int]:
     """Export ids sent to the worker (none runs here)."""
     sent: list[int] = []
-    monkeypatch.setattr(broker, "enqueue_export", sent.append)
+    monkeypatch.setattr(broker, "enqueue_export", lambda ident, **_: sent.append(ident))
     return sent
 
 

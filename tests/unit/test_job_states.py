@@ -9,8 +9,10 @@ import pytest
 from app.db import session_scope
 from app.jobs import (
     MAX_ATTEMPTS,
+    PREEMPTED,
     JobAlreadyEnded,
     create_job,
+    reap_job,
     reap_stale_jobs,
     request_cancel,
     transition,
@@ -82,6 +84,17 @@ def test_reaper_requeues_lost_jobs_then_gives_up(job_id: int) -> None:
             reap_stale_jobs(session, timedelta(minutes=1))
     job = _job(job_id)
     assert job.status == JobStatus.failed and "worker was lost" in job.error
+
+
+def test_a_job_preempted_at_the_attempt_cap_says_so(job_id: int) -> None:
+    with session_scope() as session:
+        session.get(Job, job_id).attempt = MAX_ATTEMPTS
+        transition(
+            session, job_id, to=JobStatus.running, from_=[JobStatus.queued], attempt=MAX_ATTEMPTS
+        )
+        assert reap_job(session, job_id, MAX_ATTEMPTS, PREEMPTED) == {job_id: JobStatus.failed}
+    error = _job(job_id).error
+    assert "shut down during the run" in error and "worker was lost" not in error
 
 
 def test_reaper_leaves_live_jobs_alone(job_id: int) -> None:

@@ -1,7 +1,5 @@
 """The worker's Celery app: the shared configuration plus this package's tasks."""
 
-import contextlib
-
 from celery.signals import worker_ready
 
 from app.broker import make_celery
@@ -16,14 +14,10 @@ import worker.registration  # noqa: E402, F401  (registers the worker's devices 
 @worker_ready.connect
 def _requeue_jobs_of_lost_workers(**_: object) -> None:
     """A job left `running` by a worker that died gets another attempt (or fails at the cap),
-    and every queued item is sent again: its message may have gone with a Redis restart or a
-    worker's failed send (``worker.redispatch``; a duplicate is skipped)."""
-    from app.broker import BROKER_ERRORS, broker_lost_messages
+    and, when Redis came back without what it held, every queued item is sent again
+    (``worker.redispatch``; a duplicate is skipped)."""
     from worker.reaper import reap_lost_jobs
-    from worker.redispatch import redispatch_queued
+    from worker.redispatch import redispatch_if_lost
 
     reap_lost_jobs()
-    # Sets the mark the next reaps look for; with Redis down they find it missing once it is back.
-    with contextlib.suppress(BROKER_ERRORS):
-        broker_lost_messages()
-    redispatch_queued()
+    redispatch_if_lost()  # also sets the mark the next reaps look for

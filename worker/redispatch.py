@@ -3,9 +3,10 @@
 A message goes missing two ways: Redis restarts without persistence (it comes back empty, and
 every queued job, export, evaluation, comparison and playground turn in the database waits for
 a message that will never come), or a send of the worker's own (the requeue of a lost or
-preempted job) finds Redis down. So every queued item is sent again when a worker starts, and
-at each reap when Redis lost its mark (``app.broker.broker_lost_messages``) or a send of this
-worker failed since the last one.
+preempted job) finds Redis down. So every queued item is sent again, when a worker starts and
+at each reap, if Redis lost its mark (``app.broker.broker_lost_messages``) or a send of this
+worker failed since the last one. (A worker that died with a failed send of its own leaves
+that job queued until Redis next loses its mark; cancelling and resuming it sends it again.)
 
 A duplicate message is harmless: every task takes its item with a conditional move (queued to
 running), so one delivery runs it and the others skip.

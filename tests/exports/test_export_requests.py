@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,6 +16,7 @@ from app.exports import create_export
 from app.jobs import create_job
 from app.models import Checkpoint, Export, ExportStatus, JobStatus, User
 from app.settings import get_settings
+from app.states import move
 from tests.conftest import Account
 from tests.support.html import page as logged_in_page
 
@@ -34,11 +36,15 @@ def dataset_id(client, alice: Account, tiny_model: str) -> int:
 
 
 @pytest.fixture
-def enqueued(monkeypatch) -> list[int]:
+def enqueued(monkeypatch) -> Iterator[list[int]]:
     """Export ids sent to the worker (none runs here)."""
     sent: list[int] = []
     monkeypatch.setattr(broker, "enqueue_export", lambda ident, **_: sent.append(ident))
-    return sent
+    yield sent
+    # never left queued: a worker that starts later sends every queued item again
+    with session_scope() as session:
+        for export_id in sent:
+            move(session, Export, export_id, to=ExportStatus.failed, from_=ExportStatus.queued)
 
 
 def make_job(account: Account, dataset_id: int, adapter: str = "lora") -> tuple[int, int]:
